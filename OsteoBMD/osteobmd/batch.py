@@ -1,0 +1,133 @@
+"""`osteobmd batch`: many CTs, local parallel workers, resumable, one summary CSV.
+
+A case already done (its results.json exists) is skipped; a bad case is recorded with
+its message and does not stop the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from . import io as ctio
+from .errors import InputError, OsteoBMDError
+from .results import RESULTS_JSON, CaseResult
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_COLUMNS = ("case_id", "status", "mean_bmd_mg_cm3", "classification", "valid_vertebrae", "message")
+
+
+@dataclass
+class BatchItem:
+    case_id: str
+    ct_path: Path
+    mask_path: Optional[Path] = None
+
+
+def _looks_like_image(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and any(name.endswith(s) for s in ctio.IMAGE_SUFFIXES)
+
+
+def collect_inputs(inputs: Path) -> List[BatchItem]:
+    """A folder (image files and DICOM series sub-folders) or a CSV with a `path` column."""
+    inputs = Path(inputs)
+    if not inputs.exists():
+        raise InputError(f"'{inputs}' does not exist. Give a folder of CTs or a CSV with a 'path' column.")
+    items: List[BatchItem] = []
+    if inputs.is_file():
+        if inputs.suffix.lower() != ".csv":
+            raise InputError(f"'{inputs.name}' is neither a folder nor a .csv list of CTs.")
+        with open(inputs, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise InputError(f"'{inputs.name}' needs a 'path' column (optional: case_id, mask).")
+            for row in reader:
+                p = Path(row["path"])
+                p = p if p.is_absolute() else inputs.parent / p
+                mask = row.get("mask") or None
+                items.append(BatchItem(row.get("case_id") or ctio.case_id_from_path(p), p,
+                                       (inputs.parent / mask) if mask and not Path(mask).is_absolute() else (Path(mask) if mask else None)))
+    else:
+        for p in sorted(inputs.iterdir()):
+            if _looks_like_image(p) or (p.is_dir() and any(c.is_file() for c in p.iterdir())):
+                items.append(BatchItem(ctio.case_id_from_path(p), p))
+    if not items:
+        raise InputError(f"No CT found in '{inputs}'. Put NIfTI/NRRD/MHA files or DICOM series folders in it.")
+    seen = {}
+    for item in items:  # the same stem twice (a.nii and a.nrrd) must not share a folder
+        n = seen.get(item.case_id, 0)
+        seen[item.case_id] = n + 1
+        if n:
+            item.case_id = f"{item.case_id}_{n + 1}"
+    return items
+
+
+def _run_one(item: BatchItem, out_root: str, options: dict, threads: int) -> dict:
+    import torch
+
+    from .pipeline import run_case
+
+    torch.set_num_threads(threads)
+    out_dir = Path(out_root) / item.case_id
+    row = {"case_id": item.case_id, "mean_bmd_mg_cm3": "", "classification": "", "valid_vertebrae": "", "message": ""}
+    try:
+        result = run_case(item.ct_path, out_dir, mask_path=item.mask_path, case_id=item.case_id, **options)
+    except OsteoBMDError as err:
+        row.update(status="bad_input" if err.exit_code == 2 else "error", message=str(err))
+        return row
+    except Exception as err:  # one broken case must not stop the batch
+        row.update(status="error", message=f"internal error: {type(err).__name__}: {err}")
+        return row
+    return _summary_row(result, row)
+
+
+def _summary_row(result: CaseResult, row: dict) -> dict:
+    row.update(
+        status="done" if result.valid else "no_valid",
+        mean_bmd_mg_cm3="" if result.mean_bmd_mg_cm3 is None else f"{result.mean_bmd_mg_cm3:.1f}",
+        classification=result.classification or "",
+        valid_vertebrae=",".join(v.name for v in result.vertebrae if v.valid),
+        message=" ".join(m for m in result.messages if "mean" in m.lower() or "valid" in m.lower()),
+    )
+    return row
+
+
+def run_batch(
+    inputs: Path, out_root: Path, workers: int = 1, options: Optional[dict] = None,
+    report: Callable[[str], None] = print,
+) -> List[dict]:
+    items = collect_inputs(inputs)
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    options = dict(options or {})
+    rows, todo = [], []
+    for item in items:
+        done = out_root / item.case_id / RESULTS_JSON
+        if done.exists():
+            rows.append(_summary_row(CaseResult.read_json(done), {"case_id": item.case_id}) | {"status": "skipped_done"})
+        else:
+            todo.append(item)
+    report(f"{len(items)} cases: {len(rows)} already done, {len(todo)} to run with {workers} worker(s).")
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers <= 1:
+        for n, item in enumerate(todo):
+            rows.append(_run_one(item, str(out_root), options, threads))
+            report(f"[{n + 1}/{len(todo)}] {item.case_id}: {rows[-1]['status']}")
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run_one, item, str(out_root), options, threads): item for item in todo}
+            for n, future in enumerate(as_completed(futures)):
+                rows.append(future.result())
+                report(f"[{n + 1}/{len(todo)}] {futures[future].case_id}: {rows[-1]['status']}")
+    order = {item.case_id: n for n, item in enumerate(items)}
+    rows.sort(key=lambda r: order.get(r["case_id"], 0))
+    with open(out_root / SUMMARY_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

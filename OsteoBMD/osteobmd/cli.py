@@ -1,0 +1,190 @@
+"""The `osteobmd` command line: run, batch, demo, train, evaluate, synth.
+
+Exit codes: 0 done, 2 bad input (one line saying what is wrong and what to do),
+3 no valid measurement (with the reasons). Never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from .config import PipelineConfig
+from .errors import InputError, OsteoBMDError
+from .progress import JsonLinesProgress, TerminalProgress, silent
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The repository's bundled real CT (samples/ct.nii.gz, see samples/README.md).
+SAMPLE_CT = PACKAGE_DIR.parent.parent / "samples" / "ct.nii.gz"
+DEMO_OUT = Path("osteobmd-demo")
+
+
+def _progress(kind: str):
+    if kind == "auto":
+        kind = "bar" if sys.stderr.isatty() else "json"
+    return {"json": JsonLinesProgress(), "bar": TerminalProgress(), "none": silent}[kind]
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: a CUDA GPU when there is one, else the CPU")
+    p.add_argument("--vertebrae", default="L1,L2,L3", help="vertebrae whose BMD makes the mean (default L1,L2,L3)")
+    p.add_argument("--calibration", default="none",
+                   help="HU calibration: none, internal (air and fat of the patient), or linear:SLOPE,INTERCEPT")
+    p.add_argument("--weights", type=Path, default=None, help="folder with the model weights (default: model_weights/)")
+    p.add_argument("--no-scene", action="store_true", help="do not write scene.mrb")
+
+
+def _pipeline_options(args) -> dict:
+    from .pipeline import parse_vertebrae
+
+    config = PipelineConfig(mean_vertebrae=parse_vertebrae(args.vertebrae), device=args.device)
+    return dict(config=config, weights_dir=args.weights, calibration=args.calibration, write_scene=not args.no_scene)
+
+
+def _print_result(result, out_dir: Path) -> None:
+    print(f"case {result.case}")
+    for v in result.vertebrae:
+        bmd = "   -  " if v.bmd_mg_cm3 is None else f"{v.bmd_mg_cm3:6.1f}"
+        print(f"  {v.name}  BMD {bmd} mg/cm3  {'valid' if v.valid else 'INVALID: ' + '; '.join(v.reasons)}")
+    if result.mean_bmd_mg_cm3 is not None:
+        print(f"  mean ({'+'.join(result.mean_vertebrae)}) {result.mean_bmd_mg_cm3:.1f} mg/cm3 -> {result.classification}")
+    for m in result.messages:
+        print(f"  note: {m}")
+    print(f"results in {out_dir}")
+
+
+def _run(args) -> int:
+    from .pipeline import run_case
+
+    options = _pipeline_options(args)
+    result = run_case(args.ct, args.out, mask_path=args.mask, progress=_progress(args.progress),
+                      overwrite=args.overwrite, case_id=args.case_id, **options)
+    _print_result(result, args.out)
+    if not result.valid:
+        print("osteobmd: no valid measurement: "
+              + "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in result.vertebrae if v.reasons), file=sys.stderr)
+        return 3
+    return 0
+
+
+def _batch(args) -> int:
+    from .batch import run_batch
+
+    rows = run_batch(args.inputs, args.out, workers=args.workers, options=_pipeline_options(args))
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; see {Path(args.out) / 'summary.csv'}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .pipeline import run_case
+
+    out = args.out or (DEMO_OUT / ("synthetic" if args.synthetic else "sample"))
+    if args.synthetic:
+        from .synthetic import make_case, write_case
+
+        case_dir = out.parent / (out.name + "-input")
+        print(f"making a synthetic lumbar CT (seed {args.seed}) in {case_dir}")
+        case = make_case(args.seed)
+        write_case(case, case_dir)
+        ct_path, case_id = case_dir / "ct.nrrd", f"synthetic_{args.seed}"
+        truth = ", ".join(f"{k} {v:.0f}" for k, v in sorted(case.bmd.items()) if k in ("L1", "L2", "L3", "L4"))
+        print(f"true BMD (mg/cm3): {truth}")
+    else:
+        ct_path, case_id = SAMPLE_CT, "sample_totalsegmentator"
+        if not ct_path.exists():
+            raise InputError(f"The bundled sample CT is missing ({ct_path}); reinstall from the repository.")
+        print("sample: real abdomen CT from the TotalSegmentator example (Apache-2.0, see samples/README.md)")
+    # The demo folder is the tool's own: re-running the demo replaces it.
+    result = run_case(ct_path, out, progress=_progress(args.progress), overwrite=True, case_id=case_id,
+                      config=PipelineConfig(device=args.device))
+    _print_result(result, out)
+    print(f"open {out / 'overview.png'} to see the result")
+    return 0 if result.valid else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osteobmd", description="Lumbar BMD (L1-L4) from routine CT.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="measure one CT")
+    p.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--mask", type=Path, default=None,
+                   help="label map (1..4 = L1..L4, CT grid): skip segmentation and measure these masks")
+    p.add_argument("--case-id", default=None, help="case id for the outputs (default: the input's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
+    _add_measure_options(p)
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("batch", help="measure many CTs (a folder or a CSV with a 'path' column)")
+    p.add_argument("inputs", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    _add_measure_options(p)
+    p.set_defaults(handler=_batch)
+
+    p = sub.add_parser("demo", help="run on the bundled real sample CT (or --synthetic)")
+    p.add_argument("--synthetic", action="store_true", help="use a synthetic CT made by the package instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
+    p.set_defaults(handler=_demo)
+
+    for module in ("training.cli", "evaluation.cli", "synthetic.cli"):
+        _add_optional_cli(sub, module)
+    return parser
+
+
+def _add_optional_cli(sub, module: str) -> None:
+    """Sub-commands that live with their own module (train, evaluate, synth)."""
+    import importlib
+
+    name = f"{__package__}.{module}"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name and name.startswith(err.name):
+            return  # that part of the package is not there (a trimmed install)
+        raise
+    mod.add_cli(sub)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except OsteoBMDError as err:
+        print(f"osteobmd: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("osteobmd: cancelled.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("osteobmd: out of memory. Close other programs or run on a machine with more memory.", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: say so in one line, keep the details in a log file
+        log = Path.cwd() / "osteobmd-error.log"
+        try:
+            log.write_text(traceback.format_exc())
+            where = f"details in {log}"
+        except OSError:
+            where = "no log could be written"
+        print(f"osteobmd: internal error ({type(err).__name__}: {err}); {where}. Please report it.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

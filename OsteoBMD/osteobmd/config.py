@@ -1,0 +1,84 @@
+"""Every number of the method in one place (docs/METHOD.md sections 1-4).
+
+Defaults follow the paper where it is explicit; where the project decided (marked
+"Decision" in METHOD.md) the paper's value stays reachable through a field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Tuple
+
+VERTEBRA_NAMES: Tuple[str, ...] = ("L1", "L2", "L3", "L4")
+LABEL_OF = {name: i + 1 for i, name in enumerate(VERTEBRA_NAMES)}  # L1 -> 1 ... L4 -> 4
+
+# ACR / ISCD thresholds on trabecular BMD in mg/cm3.
+OSTEOPOROSIS_BELOW = 80.0
+NORMAL_ABOVE = 120.0
+CLASSES = ("osteoporosis", "osteopenia", "normal")
+
+
+@dataclass
+class CanalConfig:
+    """Spinal-canal detection (paper 3.1)."""
+
+    bone_threshold_hu: float = 150.0
+    # Decision: work on a coarser copy of the axial slices; the canal is ~15 mm wide.
+    working_spacing_mm: float = 1.5
+    closing_radius_mm: float = 3.0
+    # A canal cross-section is 1-4 cm2; holes outside this area are not the canal.
+    min_area_mm2: float = 40.0
+    max_area_mm2: float = 600.0
+    # 3D denoising: the canal's pieces, chained along z, span at least this much.
+    min_length_mm: float = 20.0
+    # Paper: 10 consecutive sagittal images (~0.7 mm each); Decision: in millimetres.
+    slab_width_mm: float = 7.0
+
+
+@dataclass
+class SegmentationConfig:
+    """Sagittal preprocessing and R2U-Net inference (paper 3.2)."""
+
+    window_level: float = 350.0
+    window_width: float = 1000.0
+    # Decision: resample the sagittal image to this spacing before the network.
+    spacing_mm: float = 1.5
+    # None: run the fully convolutional network on the whole (padded) image.
+    # 512: the paper's centre crop / zero pad.
+    crop_size: int | None = None
+
+
+@dataclass
+class PatchConfig:
+    """Trabecular patch extraction (paper 3.3)."""
+
+    size_px: int = 32
+    # Decision: the patch is sampled on this grid, so 32 px is always ~22 mm of bone,
+    # whatever the scan's spacing (paper scans: ~0.7 mm in plane, 1 mm reconstruction).
+    spacing_mm: float = 0.7
+    slice_step_mm: float = 1.0
+    strip_threshold_hu: float = 150.0
+    cortex_margin_mm: float = 2.5
+    metal_hu: float = 1500.0
+
+
+@dataclass
+class PipelineConfig:
+    canal: CanalConfig = field(default_factory=CanalConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    # Decision: the paper's QCT averaged three vertebrae; default mean over L1-L3.
+    mean_vertebrae: Tuple[str, ...] = ("L1", "L2", "L3")
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def classify_bmd(bmd: float) -> str:
+    """ACR class of a (mean) trabecular BMD in mg/cm3."""
+    if bmd < OSTEOPOROSIS_BELOW:
+        return "osteoporosis"
+    if bmd <= NORMAL_ABOVE:
+        return "osteopenia"
+    return "normal"

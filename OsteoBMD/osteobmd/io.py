@@ -1,0 +1,141 @@
+"""Reading CTs and label maps, and checking they are what the pipeline needs.
+
+Every image leaves this module reoriented to LPS (see docs/DESIGN.md), so later steps
+can rely on array axes (k, j, i) = (inferior->superior, anterior->posterior, right->left).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+PathLike = Union[str, Path]
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+# Air reads about -1000 HU and cortical bone several hundred HU; a CT in HU spans both.
+MIN_AIR_HU = -800.0
+MIN_BONE_HU = 300.0
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(
+            f"The folder '{folder.name}' holds no DICOM series. Point OsteoBMD at a folder of "
+            "DICOM CT slices or at a NIfTI/NRRD/MHA file."
+        )
+    # Several series (e.g. a localiser and the axial CT): take the one with most slices.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _read_any(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise InputError(f"'{path}' does not exist. Check the path and try again.")
+    try:
+        if path.is_dir():
+            return _read_dicom_folder(path)
+        return sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError:
+        raise InputError(
+            f"'{path.name}' could not be read as an image. OsteoBMD reads NIfTI (.nii, .nii.gz), "
+            "NRRD, MHA/MHD and DICOM series folders; check that the file is complete and of one of these kinds."
+        ) from None
+
+
+def to_lps(image: sitk.Image) -> sitk.Image:
+    """Reorient (a permutation/flip of axes, no resampling) to LPS."""
+    return sitk.DICOMOrient(image, "LPS")
+
+
+def read_ct(path: PathLike) -> sitk.Image:
+    """Read a CT in HU, check it is a 3D CT, and return it as float32 in LPS."""
+    path = Path(path)
+    image = _read_any(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"'{path.name}' is a colour or multi-component image, not a CT. Load the CT volume itself."
+        )
+    if image.GetDimension() != 3 or min(image.GetSize()) < 2:
+        raise InputError(
+            f"'{path.name}' is a 2D image (size {image.GetSize()}); OsteoBMD needs a 3D CT volume "
+            "(a DICOM series or a NIfTI/NRRD volume) that covers the lumbar spine."
+        )
+    if min(image.GetSize()) < 8:
+        raise InputError(
+            f"'{path.name}' has only {min(image.GetSize())} slices along one axis; OsteoBMD needs a "
+            "3D CT that covers L1 to L4 (about 15 cm along the body)."
+        )
+    image = to_lps(sitk.Cast(image, sitk.sitkFloat32))
+    check_is_ct(image, path.name)
+    return image
+
+
+def check_is_ct(image: sitk.Image, name: str = "the image") -> None:
+    """Refuse images that are not in Hounsfield units (MRI, PET, a mask, a scaled export)."""
+    array = sitk.GetArrayViewFromImage(image)
+    # A coarse sample is enough to see the HU range and keeps this cheap on big volumes.
+    step = max(1, int(round((array.size / 2e6) ** (1 / 3))))
+    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
+    low, high = np.percentile(sample, [0.5, 99.9])
+    if not np.isfinite(sample).all():
+        raise InputError(f"{name} contains NaN or infinite values; re-export the CT and try again.")
+    if low > MIN_AIR_HU or high < MIN_BONE_HU:
+        raise InputError(
+            f"{name} does not look like a CT in Hounsfield units (values span {low:.0f} to {high:.0f}; "
+            "a CT has air near -1000 and bone above 300). Load the original CT, not an MRI, "
+            "a mask or a rescaled export."
+        )
+
+
+def read_labelmap(path: PathLike, ct: sitk.Image) -> sitk.Image:
+    """Read a label map (values 0..4) and check it lies on the CT's grid."""
+    path = Path(path)
+    labels = _read_any(path)
+    if labels.GetDimension() != 3:
+        raise InputError(f"The label map '{path.name}' is not 3D; save the mask as a 3D label map.")
+    labels = to_lps(labels)
+    same_grid = (
+        labels.GetSize() == ct.GetSize()
+        and np.allclose(labels.GetSpacing(), ct.GetSpacing(), rtol=1e-4, atol=1e-4)
+        and np.allclose(labels.GetOrigin(), ct.GetOrigin(), atol=1e-2)
+        and np.allclose(labels.GetDirection(), ct.GetDirection(), atol=1e-4)
+    )
+    if not same_grid:
+        raise InputError(
+            f"The label map '{path.name}' does not lie on the CT's grid (size {labels.GetSize()} vs "
+            f"{ct.GetSize()}, spacing {tuple(round(s, 3) for s in labels.GetSpacing())} vs "
+            f"{tuple(round(s, 3) for s in ct.GetSpacing())}). Export the mask with the CT as reference geometry."
+        )
+    values = np.unique(sitk.GetArrayViewFromImage(labels))
+    if values.min() < 0 or values.max() > 4 or not np.allclose(values, np.round(values)):
+        raise InputError(
+            f"The label map '{path.name}' holds values {values[:10].tolist()}; OsteoBMD expects "
+            "0 = background and 1..4 = L1..L4."
+        )
+    labels = sitk.Cast(labels, sitk.sitkUInt8)
+    labels.CopyInformation(ct)
+    return labels
+
+
+def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> None:
+    sitk.WriteImage(image, str(path), useCompression=compress)
+
+
+def case_id_from_path(path: PathLike) -> str:
+    """A case id from the input's name, without the image suffix (never from DICOM tags)."""
+    name = Path(path).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "case"
+    return name or "case"

@@ -1,0 +1,128 @@
+"""The result of one case: what `results.json` holds and what every consumer reads.
+
+Keep this the single definition of the output schema (CLI, batch, evaluation and the
+Slicer logic all go through `CaseResult.from_dict` / `to_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+LABELS_NRRD = "labels.nrrd"
+PATCHES_NPZ = "patches.npz"
+PATCHES_PNG = "patches.png"
+OVERVIEW_PNG = "overview.png"
+SCENE_MRB = "scene.mrb"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PatchInfo:
+    """Where a trabecular patch was taken: enough to show the exact voxels used."""
+
+    center_lps_mm: List[float]
+    size_mm: float
+    size_px: int
+    spacing_mm: float
+    slice_offsets_mm: List[float]
+    # Centre voxel of the patch in the CT's own index space (i, j, k), as read from disk.
+    center_ijk: List[float]
+    # The patch's corners in LPS mm (axial square at the centre slice).
+    corners_lps_mm: List[List[float]]
+    mean_hu: Optional[float] = None
+
+
+@dataclass
+class VertebraResult:
+    name: str
+    bmd_mg_cm3: Optional[float]
+    center_lps_mm: Optional[List[float]]
+    patch: Optional[PatchInfo]
+    valid: bool
+    reasons: List[str] = field(default_factory=list)
+    # Size of the segmented body on the sagittal plane, for the plausibility check.
+    sagittal_area_mm2: Optional[float] = None
+    height_mm: Optional[float] = None
+    from_corrected_mask: bool = False
+
+    @staticmethod
+    def from_dict(d: dict) -> "VertebraResult":
+        d = dict(d)
+        patch = d.get("patch")
+        d["patch"] = PatchInfo(**patch) if patch else None
+        known = VertebraResult.__dataclass_fields__
+        return VertebraResult(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class CaseResult:
+    case: str
+    vertebrae: List[VertebraResult]
+    mean_bmd_mg_cm3: Optional[float]
+    mean_vertebrae: List[str]
+    classification: Optional[str]
+    valid: bool
+    messages: List[str] = field(default_factory=list)
+    timings_s: Dict[str, float] = field(default_factory=dict)
+    versions: Dict[str, str] = field(default_factory=dict)
+    # How the labels were named: "sacrum", "rib", "sacrum+rib" or "none" (no anchor seen).
+    level_anchor: str = "none"
+    mask_source: str = "network"  # "network" or "user" (--mask)
+    calibration: Optional[dict] = None
+    schema_version: int = SCHEMA_VERSION
+
+    def vertebra(self, name: str) -> Optional[VertebraResult]:
+        for v in self.vertebrae:
+            if v.name == name:
+                return v
+        return None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "CaseResult":
+        d = dict(d)
+        d["vertebrae"] = [VertebraResult.from_dict(v) for v in d.get("vertebrae", [])]
+        known = CaseResult.__dataclass_fields__
+        return CaseResult(**{k: v for k, v in d.items() if k in known})
+
+    def write_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @staticmethod
+    def read_json(path: Path) -> "CaseResult":
+        return CaseResult.from_dict(json.loads(Path(path).read_text()))
+
+
+CSV_COLUMNS = (
+    "case", "vertebra", "bmd_mg_cm3", "valid", "reasons", "in_mean",
+    "center_x_mm", "center_y_mm", "center_z_mm", "patch_size_mm", "patch_mean_hu",
+    "from_corrected_mask",
+)
+
+
+def csv_rows(result: CaseResult) -> List[dict]:
+    rows = []
+    for v in result.vertebrae:
+        c = v.center_lps_mm or [None, None, None]
+        rows.append({
+            "case": result.case,
+            "vertebra": v.name,
+            "bmd_mg_cm3": "" if v.bmd_mg_cm3 is None else f"{v.bmd_mg_cm3:.1f}",
+            "valid": int(v.valid),
+            "reasons": "; ".join(v.reasons),
+            "in_mean": int(v.valid and v.name in result.mean_vertebrae and v.bmd_mg_cm3 is not None),
+            "center_x_mm": "" if c[0] is None else f"{c[0]:.1f}",
+            "center_y_mm": "" if c[1] is None else f"{c[1]:.1f}",
+            "center_z_mm": "" if c[2] is None else f"{c[2]:.1f}",
+            "patch_size_mm": "" if not v.patch else f"{v.patch.size_mm:.1f}",
+            "patch_mean_hu": "" if not v.patch or v.patch.mean_hu is None else f"{v.patch.mean_hu:.1f}",
+            "from_corrected_mask": int(v.from_corrected_mask),
+        })
+    return rows
