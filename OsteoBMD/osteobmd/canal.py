@@ -135,8 +135,14 @@ def _longest_track(pieces: np.ndarray, m: int, spacing_xyz, min_length_mm: float
     """
     sx, sy, sz = spacing_xyz
     slices = ndimage.find_objects(pieces)
-    labels = np.arange(1, m + 1)
-    centres = np.array(ndimage.center_of_mass(pieces > 0, pieces, labels))
+    # Centroids from the (few) candidate voxels only; ndimage.center_of_mass scans the volume.
+    _, j, i = np.nonzero(pieces)
+    lab = pieces[pieces > 0]
+    count = np.maximum(np.bincount(lab, minlength=m + 1), 1)
+    centres = np.stack([
+        np.zeros(m + 1), np.bincount(lab, weights=j, minlength=m + 1) / count,
+        np.bincount(lab, weights=i, minlength=m + 1) / count,
+    ], axis=1)[1:]
     order = np.argsort([s[0].start for s in slices])
     tracks: List[dict] = []
     for idx in order:

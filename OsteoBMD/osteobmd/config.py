@@ -11,6 +11,9 @@ from typing import Tuple
 
 VERTEBRA_NAMES: Tuple[str, ...] = ("L1", "L2", "L3", "L4")
 LABEL_OF = {name: i + 1 for i, name in enumerate(VERTEBRA_NAMES)}  # L1 -> 1 ... L4 -> 4
+# The segmentation network may also segment the neighbours that anchor the level names
+# (Decision: the label map keeps only 1..4; these classes serve the naming check).
+ANCHOR_CLASSES = {"L5": 5, "sacrum": 6, "T12": 7}
 
 # ACR / ISCD thresholds on trabecular BMD in mg/cm3.
 OSTEOPOROSIS_BELOW = 80.0

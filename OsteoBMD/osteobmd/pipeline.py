@@ -17,6 +17,7 @@ from .calibration import Calibration, calibration_from_spec, estimate_internal_c
 from .canal import detect_canal
 from .config import LABEL_OF, VERTEBRA_NAMES, PipelineConfig, classify_bmd
 from .errors import InputError, OutputExistsError
+from .levels import LevelCheck
 from .patches import extract_patch, vertebra_geometry
 from .progress import ProgressCallback, silent
 from .results import RESULTS_JSON, CaseResult, VertebraResult
@@ -115,7 +116,8 @@ def run_case(
         with timer.stage("canal"):
             canal = detect_canal(ct, config.canal, progress)
         with timer.stage("segmentation"):
-            labels = segment_lumbar(ct, canal, seg_model, seg_meta, config.segmentation, device, progress)
+            segmentation = segment_lumbar(ct, canal, seg_model, seg_meta, config.segmentation, device, progress)
+        labels, level_check = segmentation.labels, segmentation.level_check
         if not sitk.GetArrayViewFromImage(labels).any():
             raise InputError(
                 "No lumbar vertebra (L1-L4) was found in this scan. OsteoBMD needs a CT that shows "
@@ -127,6 +129,7 @@ def run_case(
         if not sitk.GetArrayViewFromImage(labels).any():
             raise InputError("The label map is empty: label L1-L4 (values 1-4) before measuring.")
         spine_center = None
+        level_check = LevelCheck("user", None, ["Levels as named in the user's label map."])
         messages.append("Measured from a user-given label map (segmentation skipped).")
 
     with timer.stage("calibration"):
@@ -185,11 +188,7 @@ def run_case(
         messages.append(
             "No valid measurement: none of " + ", ".join(config.mean_vertebrae) + " passed the checks (see reasons)."
         )
-    messages.append(
-        "Levels were named by the segmentation network without an anatomical anchor check "
-        "(sacrum / last rib); confirm L1-L4 on the sagittal view."
-        if user_labels is None else "Levels as named in the user's label map."
-    )
+    messages.extend(level_check.messages)
 
     result = CaseResult(
         case=case_id or ctio.case_id_from_path(ct_path),
@@ -201,7 +200,8 @@ def run_case(
         messages=messages,
         timings_s=timer.timings,
         versions=versions(),
-        level_anchor="none",
+        level_anchor=level_check.anchor,
+        levels_consistent=level_check.consistent,
         mask_source="network" if user_labels is None else "user",
         calibration=cal.to_dict() if cal.kind != "none" else None,
     )

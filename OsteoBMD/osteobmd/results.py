@@ -70,8 +70,11 @@ class CaseResult:
     messages: List[str] = field(default_factory=list)
     timings_s: Dict[str, float] = field(default_factory=dict)
     versions: Dict[str, str] = field(default_factory=dict)
-    # How the labels were named: "sacrum", "rib", "sacrum+rib" or "none" (no anchor seen).
+    # The anatomy that anchored the level names: "sacrum", "T12", "sacrum+T12", "none"
+    # (named without an anchor) or "user" (the user's label map); and whether the names
+    # agree with it (None: nothing to check against).
     level_anchor: str = "none"
+    levels_consistent: Optional[bool] = None
     mask_source: str = "network"  # "network" or "user" (--mask)
     calibration: Optional[dict] = None
     schema_version: int = SCHEMA_VERSION

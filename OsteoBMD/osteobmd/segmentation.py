@@ -7,7 +7,7 @@ sagittal grid and written into every slab slice of a label volume on the CT's gr
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -16,7 +16,8 @@ import torch
 from scipy import ndimage
 
 from .canal import CanalResult
-from .config import SegmentationConfig
+from .config import LABEL_OF, SegmentationConfig
+from .levels import LevelCheck, check_levels
 from .progress import ProgressCallback, silent
 from .sagittal import SagittalGrid, sagittal_slice, window01
 
@@ -72,22 +73,30 @@ def fused_probabilities(
     return grid.to_input_grid(mean)
 
 
+@dataclass
+class Segmentation:
+    labels: sitk.Image  # L1-L4 (1..4) on the CT's grid, in the slab's sagittal slices
+    fused: np.ndarray  # the fused sagittal class map s[z, y], anchor classes included
+    level_check: LevelCheck
+
+
 def segment_lumbar(
     ct: sitk.Image, canal: CanalResult, model: torch.nn.Module, meta: dict,
     cfg: SegmentationConfig = SegmentationConfig(), device: torch.device = torch.device("cpu"),
     progress: ProgressCallback = silent,
-) -> sitk.Image:
-    """The L1-L4 label map (uint8, CT grid), labels in the slab's sagittal slices."""
+) -> Segmentation:
+    """Segment L1-L4 on the slab and check their names against the anchors in view."""
     progress("segmentation", 0.0, "segmenting L1-L4 on sagittal images")
     cfg = network_config(meta, cfg)
     volume = sitk.GetArrayViewFromImage(ct)
     sx, sy, sz = ct.GetSpacing()
     probs = fused_probabilities(volume, canal.slab_indices, (sz, sy), model, cfg, device, progress)
-    labels2d = keep_largest_component(np.argmax(probs, axis=0).astype(np.uint8))
+    fused = keep_largest_component(np.argmax(probs, axis=0).astype(np.uint8))
+    lumbar = np.where(fused <= max(LABEL_OF.values()), fused, 0).astype(np.uint8)
     out = np.zeros(volume.shape, np.uint8)
     for i in canal.slab_indices:
-        out[:, :, i] = labels2d
+        out[:, :, i] = lumbar
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(ct)
     progress("segmentation", 1.0, "segmentation done")
-    return image
+    return Segmentation(image, fused, check_levels(fused, (sz, sy)))

@@ -1,0 +1,85 @@
+"""The command line on bad input: one clear line, the right exit code, never a traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from osteobmd.cli import SAMPLE_CT
+from toy_ct import make_toy_ct
+from test_io import THORAX_DICOM
+
+
+def osteobmd(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "osteobmd", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_missing_path_exits_2_with_one_line(tmp_path):
+    proc = osteobmd("run", tmp_path / "missing.nii.gz", "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    assert len([l for l in proc.stderr.splitlines() if l.startswith("osteobmd:")]) == 1
+
+
+def test_not_an_image_exits_2(tmp_path):
+    p = tmp_path / "report.nrrd"
+    p.write_text("NRRD0004\ngarbage")
+    proc = osteobmd("run", p, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "could not be read as an image" in proc.stderr
+
+
+def test_2d_image_exits_2(tmp_path):
+    p = tmp_path / "xray.nrrd"
+    sitk.WriteImage(sitk.Image(128, 128, sitk.sitkInt16), str(p))
+    proc = osteobmd("run", p, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "2D image" in proc.stderr
+
+
+def test_not_ct_exits_2(tmp_path):
+    ct, _ = make_toy_ct((3.0, 3.0, 3.0))
+    sitk.WriteImage(sitk.RescaleIntensity(ct, 0, 255), str(tmp_path / "mr.nii.gz"))
+    proc = osteobmd("run", tmp_path / "mr.nii.gz", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "Hounsfield" in proc.stderr
+
+
+def test_no_trained_weights_is_said_plainly(tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    proc = osteobmd("run", SAMPLE_CT, "--out", tmp_path / "out", "--weights", empty)
+    assert proc.returncode == 2
+    assert "trained" in proc.stderr.lower()
+    assert not (tmp_path / "out" / "results.json").exists()  # no numbers from random weights
+
+
+def test_unknown_vertebra_name_exits_2(tmp_path):
+    proc = osteobmd("run", SAMPLE_CT, "--out", tmp_path / "out", "--vertebrae", "L1,L7")
+    assert proc.returncode == 2 and "L7" in proc.stderr
+
+
+def test_existing_results_are_never_overwritten_without_asking(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"keep": "me"}))
+    proc = osteobmd("run", SAMPLE_CT, "--out", out)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert json.loads((out / "results.json").read_text()) == {"keep": "me"}
+
+
+def test_mask_on_another_grid_exits_2(tmp_path):
+    ct, labels = make_toy_ct((3.0, 3.0, 3.0))
+    sitk.WriteImage(labels, str(tmp_path / "labels.nrrd"))
+    proc = osteobmd("run", SAMPLE_CT, "--out", tmp_path / "out", "--mask", tmp_path / "labels.nrrd")
+    assert proc.returncode == 2 and "grid" in proc.stderr
+
+
+def test_help_lists_the_commands():
+    proc = osteobmd("--help")
+    assert proc.returncode == 0
+    for command in ("run", "batch", "demo"):
+        assert command in proc.stdout

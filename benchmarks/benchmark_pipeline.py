@@ -1,0 +1,96 @@
+"""Benchmark (not a test): seconds per stage and peak memory of `osteobmd run` on a 512x512x400 CT.
+
+The CT is the bundled real sample resampled to 512 x 512 x 400 (0.6-0.7 mm in plane,
+0.84 mm slices) with scanner-like noise, written as NIfTI (.nii.gz) and as raw NRRD so the
+file read is part of the time. Each run is a fresh process so its peak memory is its own.
+
+    python benchmarks/benchmark_pipeline.py [--device cpu] [--repeats 2] [--keep DIR]
+
+Target on a 2-core machine: the whole case, file read included, under 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "ct.nii.gz"
+
+
+def make_big_ct(folder: Path) -> dict:
+    ct = sitk.ReadImage(str(SAMPLE))
+    size = (512, 512, 400)
+    extent = [n * s for n, s in zip(ct.GetSize(), ct.GetSpacing())]
+    spacing = [e / n for e, n in zip(extent, size)]
+    big = sitk.Resample(ct, size, sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(), spacing,
+                        ct.GetDirection(), -1024, sitk.sitkFloat32)
+    rng = np.random.default_rng(0)
+    a = sitk.GetArrayFromImage(big)
+    a += rng.normal(0, 15, a.shape).astype(np.float32)
+    out = sitk.GetImageFromArray(np.clip(a, -1024, 3071).astype(np.int16))
+    out.CopyInformation(big)
+    paths = {"nii.gz": folder / "ct512.nii.gz", "nrrd": folder / "ct512.nrrd"}
+    sitk.WriteImage(out, str(paths["nii.gz"]), True)
+    sitk.WriteImage(out, str(paths["nrrd"]), False)
+    return paths
+
+
+CHILD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from osteobmd.pipeline import run_case
+from osteobmd.config import PipelineConfig
+t_import = time.perf_counter() - t0
+t1 = time.perf_counter()
+r = run_case(sys.argv[1], sys.argv[2], config=PipelineConfig(device=sys.argv[3]), overwrite=True, write_scene=sys.argv[4] == '1')
+wall = time.perf_counter() - t1
+print(json.dumps({"import_s": t_import, "run_s": wall, "stages": r.timings_s,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "valid": r.valid, "mean": r.mean_bmd_mg_cm3}))
+"""
+
+
+def run_once(ct: Path, out: Path, device: str, scene: bool) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(ct), str(out), device, "1" if scene else "0"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the big CT and outputs here")
+    args = parser.parse_args()
+    import torch
+
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="osteobmd-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    paths = make_big_ct(folder)
+    print(f"made a 512x512x400 CT from the sample in {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()}")
+    for fmt, path in paths.items():
+        for scene in (False, True):
+            for rep in range(args.repeats):
+                r = run_once(path, folder / f"out_{fmt}_{int(scene)}", args.device, scene)
+                stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items() if k != "total")
+                print(f"{fmt:7s} scene={'yes' if scene else 'no '} run {rep + 1}: whole case {r['run_s']:.2f} s "
+                      f"(python+torch import {r['import_s']:.2f} s not included) | {stages} | "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB | valid {r['valid']} mean {r['mean']}")
+    print(f"self peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
