@@ -9,7 +9,7 @@ from typing import Dict
 import numpy as np
 import SimpleITK as sitk
 
-from .config import CLASSES, LABEL_OF, VERTEBRA_NAMES
+from .config import VERTEBRA_NAMES
 from .patches import Patch
 from .progress import ProgressCallback, silent
 from .results import (

@@ -203,7 +203,7 @@ def run_case(
         level_anchor=level_check.anchor,
         levels_consistent=level_check.consistent,
         mask_source="network" if user_labels is None else "user",
-        calibration=cal.to_dict() if cal.kind != "none" else None,
+        calibration=cal.to_dict() if cal.requested != "none" else None,
     )
     with timer.stage("outputs"):
         write_outputs(result, out_dir, ct, labels, patches, progress, write_scene=write_scene)
