@@ -34,7 +34,7 @@ def _looks_like_image(path: Path) -> bool:
 
 
 def collect_inputs(inputs: Path) -> List[BatchItem]:
-    """A folder (image files and DICOM series sub-folders) or a CSV with a `path` column."""
+    """A folder (image files, case folders holding ct.*, DICOM series folders) or a CSV with a `path` column."""
     inputs = Path(inputs)
     if not inputs.exists():
         raise InputError(f"'{inputs}' does not exist. Give a folder of CTs or a CSV with a 'path' column.")
@@ -54,8 +54,13 @@ def collect_inputs(inputs: Path) -> List[BatchItem]:
                                        (inputs.parent / mask) if mask and not Path(mask).is_absolute() else (Path(mask) if mask else None)))
     else:
         for p in sorted(inputs.iterdir()):
-            if _looks_like_image(p) or (p.is_dir() and any(c.is_file() for c in p.iterdir())):
+            if _looks_like_image(p):
                 items.append(BatchItem(ctio.case_id_from_path(p), p))
+            elif p.is_dir():
+                # A ground-truth case folder (ct.nrrd, labels.nrrd, ...) or a DICOM series folder.
+                ct = next((c for c in sorted(p.iterdir()) if c.name.lower().startswith("ct.") and _looks_like_image(c)), None)
+                if ct is not None or any(c.is_file() for c in p.iterdir()):
+                    items.append(BatchItem(p.name, ct or p))
     if not items:
         raise InputError(f"No CT found in '{inputs}'. Put NIfTI/NRRD/MHA files or DICOM series folders in it.")
     seen = {}

@@ -1,0 +1,156 @@
+"""`osteobmd train segmentation|regression DATA --out DIR ...`
+
+Registered on the main parser by `add_cli(subparsers)`; each handler returns an exit
+code (errors the user can fix are raised as OsteoBMDError for the main CLI to print).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..config import CanalConfig, PatchConfig, SegmentationConfig
+from ..errors import OsteoBMDError
+
+
+def _widths(text: str):
+    try:
+        widths = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--widths takes comma-separated integers, e.g. 16,32,64,128,256; got {text!r}")
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError("--widths needs at least two positive channel counts")
+    return widths
+
+
+def _common(p: argparse.ArgumentParser, batch_size: int) -> None:
+    p.add_argument("data", type=Path, help="ground-truth folder: one sub-folder per case (ct.nrrd, labels.nrrd, bmd.csv)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the weights (default: model_weights/); the log, checkpoints and sample cache "
+                        "go into a training_* sub-folder")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam, cosine decay)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the cases kept for validation (a 'split' in case.json wins)")
+    p.add_argument("--checkpoint-every", type=int, default=20, help="epochs between checkpoints (paper: 20)")
+    p.add_argument("--select", choices=("best", "last"), default="best",
+                   help="final weights: the best validation epoch or the last epoch")
+    p.add_argument("--resume", type=Path, default=None,
+                   help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+
+
+def _prologue(args):
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
+    from .common import quiet_log, stderr_log
+
+    return quiet_log if args.quiet else stderr_log
+
+
+def _report(summary: dict) -> None:
+    print(f"weights: {summary['weights']}")
+    print(f"log: {summary['log']}")
+    print(f"selected epoch: {summary['selected_epoch']}")
+    if summary["metrics"]:
+        print("validation: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                           for k, v in summary["metrics"].items()}))
+
+
+def run_segmentation(args) -> int:
+    from .segmentation import SegmentationTrainConfig, train_segmentation
+
+    log = _prologue(args)
+    cfg = SegmentationTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, widths=args.widths, t=args.t,
+        val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every,
+        samples_per_epoch=args.samples_per_epoch, tile_size=args.tile_size, val_slices=args.val_slices,
+        select=args.select,
+    )
+    seg_cfg = SegmentationConfig(spacing_mm=args.spacing_mm, crop_size=args.crop_size)
+    summary = train_segmentation(args.data, args.out, cfg, seg_cfg, CanalConfig(), args.device, args.resume, log)
+    _report(summary)
+    return 0
+
+
+def run_regression(args) -> int:
+    from .regression import RegressionTrainConfig, train_regression
+
+    log = _prologue(args)
+    cfg = RegressionTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        init_features=args.init_features, growth_rate=args.growth_rate, block_config=args.block_config,
+        val_fraction=args.val_fraction, checkpoint_every=args.checkpoint_every, jitter=args.jitter,
+        keep_flagged=args.keep_flagged, select=args.select,
+    )
+    patch_cfg = PatchConfig(spacing_mm=args.patch_spacing_mm)
+    summary = train_regression(args.data, args.out, cfg, patch_cfg, SegmentationConfig(), args.device, args.resume, log)
+    _report(summary)
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register `train` with its `segmentation` and `regression` sub-commands."""
+    train = subparsers.add_parser(
+        "train", help="train the segmentation or regression network on a ground-truth folder",
+        description="Train a network on a ground-truth folder (docs/DESIGN.md): DATA/<case>/ct.nrrd, labels.nrrd, "
+                    "bmd.csv. Seeded and resumable; writes the weights with their metadata.",
+    )
+    kinds = train.add_subparsers(dest="train_kind", metavar="{segmentation,regression}")
+    kinds.required = True
+
+    seg = kinds.add_parser("segmentation", help="R2U-Net on sagittal slab slices (labels.nrrd)")
+    _common(seg, batch_size=8)
+    seg.add_argument("--widths", type=_widths, default=(16, 32, 64, 128, 256),
+                     help="R2U-Net channel widths per level (paper: 64,128,256,512,1024)")
+    seg.add_argument("--t", type=int, default=2, help="recurrent time steps (paper: 2)")
+    seg.add_argument("--tile-size", type=int, default=192, help="training tile side in pixels (at --spacing-mm)")
+    seg.add_argument("--samples-per-epoch", type=int, default=None, help="default: one tile per training slice")
+    seg.add_argument("--val-slices", type=int, default=3, help="central slab slices per validation case")
+    seg.add_argument("--spacing-mm", type=float, default=SegmentationConfig().spacing_mm,
+                     help="sagittal pixel spacing the network works at")
+    seg.add_argument("--crop-size", type=int, default=None, help="512: the paper's centre crop / zero pad")
+    seg.set_defaults(handler=run_segmentation, func=run_segmentation)
+
+    reg = kinds.add_parser("regression", help="DenseNet-121 from trabecular patches to BMD (bmd.csv)")
+    _common(reg, batch_size=32)
+    reg.add_argument("--init-features", type=int, default=64)
+    reg.add_argument("--growth-rate", type=int, default=32)
+    reg.add_argument("--block-config", type=_widths, default=(6, 12, 24, 16),
+                     help="layers per dense block (DenseNet-121: 6,12,24,16)")
+    reg.add_argument("--jitter", type=int, default=8, help="extra patches per vertebra at jittered centres")
+    reg.add_argument("--keep-flagged", action="store_true",
+                     help="also train on patches the pipeline flags (not inside trabecular bone, metal)")
+    reg.add_argument("--patch-spacing-mm", type=float, default=PatchConfig().spacing_mm)
+    reg.set_defaults(handler=run_regression, func=run_regression)
+
+    def _need_kind(args) -> int:
+        train.print_help(sys.stderr)
+        return 2
+
+    train.set_defaults(handler=_need_kind, func=_need_kind)
+    return train
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """`python -m osteobmd.training ...` (the same as `osteobmd train ...`)."""
+    parser = argparse.ArgumentParser(prog="python -m osteobmd.training")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train"] + list(sys.argv[1:] if argv is None else argv))
+    try:
+        return int(args.handler(args) or 0)
+    except OsteoBMDError as err:
+        print(f"osteobmd: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("osteobmd: cancelled.", file=sys.stderr)
+        return 130

@@ -1,0 +1,306 @@
+"""`osteobmd train regression`: DenseNet-121 from trabecular patches to BMD (METHOD 3.6).
+
+Samples: `patches.extract_patch` on the ground-truth label map, as the pipeline calls it,
+at each vertebra's centre and at a few jittered centres (dataset.py); patches the
+pipeline would flag (not inside trabecular bone, metal) are left out. Target: the
+reference BMD of the vertebra (bmd.csv), learned as (bmd - offset) / scale with an MSE
+loss; the offset and scale live in the model, whose forward returns mg/cm3.
+Validation on the validation cases' centre patches (the ones the pipeline measures):
+MAE, RMSE, bias, Pearson r in mg/cm3, and the share of vertebrae put in the right ACR
+class. The final weights are the epoch with the lowest validation MAE (or the last).
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import PatchConfig, SegmentationConfig, classify_bmd
+from ..errors import InputError
+from ..networks import BMDRegressor, count_parameters
+from ..networks.densenet import DEFAULT_TARGET_OFFSET, DEFAULT_TARGET_SCALE
+from ..progress import ProgressCallback, silent
+from .augment import RegAugmentConfig, augment_patches
+from .common import (
+    BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
+    epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
+    save_state, seed_everything, set_lr, stderr_log, utc_now,
+)
+from .dataset import RegressionSamples, cases_fingerprint, find_cases, load_regression_samples, split_cases
+
+WORK_DIR = "training_regression"
+
+
+@dataclass
+class RegressionTrainConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    # DenseNet-121: 4 dense blocks of 6/12/24/16 layers, growth rate 32, 64 initial features.
+    init_features: int = 64
+    growth_rate: int = 32
+    block_config: Tuple[int, ...] = (6, 12, 24, 16)
+    dropout_prob: float = 0.0
+    target_offset: float = DEFAULT_TARGET_OFFSET
+    target_scale: float = DEFAULT_TARGET_SCALE
+    val_fraction: float = 0.2
+    checkpoint_every: int = 20
+    # Extra patches per vertebra at jittered centres (+-3 mm in plane, +-4 mm along the spine).
+    jitter: int = 8
+    keep_flagged: bool = False
+    select: str = "best"  # or "last"
+    augment: RegAugmentConfig = field(default_factory=RegAugmentConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["block_config"] = list(self.block_config)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "RegressionTrainConfig":
+        names = {f.name for f in fields(RegressionTrainConfig)}
+        kw = {k: v for k, v in d.items() if k in names and k != "augment"}
+        if "block_config" in kw:
+            kw["block_config"] = tuple(kw["block_config"])
+        aug_names = {f.name for f in fields(RegAugmentConfig)}
+        aug = {k: v for k, v in d.get("augment", {}).items() if k in aug_names}
+        return RegressionTrainConfig(augment=RegAugmentConfig(**aug), **kw)
+
+
+def _predict(model, x01: np.ndarray, device, batch: int = 256) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(x01), batch):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(x01[s:s + batch])).to(device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def validate(model, val: RegressionSamples, device) -> dict:
+    if len(val) == 0:
+        return {}
+    model.eval()
+    centre = val.subset(val.jitter == 0)
+    if len(centre) == 0:
+        centre = val
+    pred = _predict(model, centre.x01, device)
+    ref = centre.bmd.astype(np.float64)
+    err = pred - ref
+    scale = float(model.target_scale)
+    out = {
+        "val_loss": float(np.mean((err / scale) ** 2)),
+        "val_mae": float(np.mean(np.abs(err))),
+        "val_rmse": float(np.sqrt(np.mean(err ** 2))),
+        "val_bias": float(np.mean(err)),
+        "val_r": float(np.corrcoef(pred, ref)[0, 1]) if len(ref) > 2 and np.std(ref) > 0 and np.std(pred) > 0 else float("nan"),
+        "val_class_agreement": float(np.mean([classify_bmd(p) == classify_bmd(r) for p, r in zip(pred, ref)])),
+        "val_n": int(len(ref)),
+    }
+    out["val_score"] = -out["val_mae"]
+    return out
+
+
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_mae", "val_loss", "val_mae", "val_rmse", "val_bias", "val_r",
+               "val_class_agreement", "val_n", "val_score", "seconds"]
+
+
+def train_regression(
+    data_dir,
+    out_dir=None,
+    config: Optional[RegressionTrainConfig] = None,
+    patch_cfg: Optional[PatchConfig] = None,
+    window: Optional[SegmentationConfig] = None,
+    device="auto",
+    resume=None,
+    log: LogFn = stderr_log,
+    progress: ProgressCallback = silent,
+) -> dict:
+    """Train the DenseNet-121 BMD regressor; writes the weights, log and checkpoints.
+
+    Returns {"weights", "log", "checkpoints", "metrics", "selected_epoch", "meta"}. With
+    `resume` the run's stored settings are used and only `config.epochs` is taken.
+    """
+    from ..weights import REGRESSION_FILE, default_weights_dir, resolve_device, save_model
+
+    data_dir = Path(data_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_weights_dir()
+    work = out_dir / WORK_DIR
+    config = config or RegressionTrainConfig()
+    patch_cfg = patch_cfg or PatchConfig()
+    window = window or SegmentationConfig()
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path = find_checkpoint(Path(resume))
+        info = read_checkpoint_info(ckpt_path)
+        if info.get("kind") != "regression":
+            raise InputError(f"'{ckpt_path.name}' is a {info.get('kind')} checkpoint, not a regression one.")
+        epochs = config.epochs
+        config = RegressionTrainConfig.from_dict(info["config"])
+        config.epochs = epochs
+        patch_cfg = PatchConfig(**info["preprocessing"]["patch"])
+        window = SegmentationConfig(**info["preprocessing"]["window"])
+    if config.epochs < 1 or config.batch_size < 2:
+        raise InputError("--epochs must be at least 1 and --batch-size at least 2.")
+    torch_device = resolve_device(device)
+    clock = Stopwatch()
+
+    cases = find_cases(data_dir, need_labels=True, need_bmd=True)
+    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
+    if not train_cases:
+        raise InputError(f"No training case in '{data_dir}' (all are marked val/test in case.json).")
+    log(f"regression training: {len(train_cases)} training and {len(val_cases)} validation cases; cutting patches")
+    progress("training", 0.0, "cutting patches")
+    cache = work / "cache"
+    train = load_regression_samples(train_cases, patch_cfg, window, config.jitter, config.seed,
+                                    config.keep_flagged, cache, log)
+    val = load_regression_samples(val_cases, patch_cfg, window, 0, config.seed, config.keep_flagged, cache, log)
+    if len(train) < 2:
+        raise InputError(
+            f"Fewer than two usable training patches in '{data_dir}': check that the cases have bmd.csv and "
+            "label maps whose vertebral bodies hold a cortex-free 32x32 patch."
+        )
+    log(f"  {len(train)} training patches, {len(val)} validation patches "
+        f"({train.flagged + val.flagged} flagged patches left out); prepared in {clock.seconds():.1f} s")
+
+    seed_everything(config.seed)
+    model = BMDRegressor(
+        in_channels=3, init_features=config.init_features, growth_rate=config.growth_rate,
+        block_config=config.block_config, dropout_prob=config.dropout_prob,
+        target_offset=config.target_offset, target_scale=config.target_scale,
+    ).to(torch_device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch = 1
+    best = {"epoch": None, "score": None}
+    best_state = None
+    if ckpt_path is not None:
+        info = load_checkpoint(ckpt_path, model, optimizer)
+        start_epoch = int(info["epoch"]) + 1
+        best = info.get("best") or best
+        if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
+            best_state = load_state(work / BEST_MODEL)
+        log(f"  resumed from {ckpt_path.name} (epoch {info['epoch']})")
+        if start_epoch > config.epochs:
+            raise InputError(
+                f"The checkpoint '{ckpt_path.name}' is already at epoch {start_epoch - 1}; give --epochs above "
+                "that to train further."
+            )
+    log(f"  DenseNet (blocks {list(config.block_config)}, growth {config.growth_rate}, "
+        f"{config.init_features} initial features): {count_parameters(model) / 1e6:.2f} M parameters; "
+        f"device {torch_device}")
+
+    run_info = {
+        "kind": "regression",
+        "config": config.to_dict(),
+        "preprocessing": {"patch": asdict(patch_cfg), "window": asdict(window)},
+    }
+    log_csv = CsvLog(work / LOG_CSV, LOG_COLUMNS, resume_epoch=start_epoch - 1)
+    checkpoints: List[str] = []
+    metrics: dict = {}
+    targets = torch.from_numpy(train.bmd.astype(np.float32))
+    for epoch in range(start_epoch, config.epochs + 1):
+        watch = Stopwatch()
+        lr = cosine_lr(config.lr, epoch, config.epochs)
+        set_lr(optimizer, lr)
+        rng = epoch_rng(config.seed, epoch)
+        epoch_torch_seed(config.seed, epoch)
+        model.train()
+        order = rng.permutation(len(train))
+        total_loss = total_abs = 0.0
+        n_seen = 0
+        for b in range(0, len(order), config.batch_size):
+            idx = order[b:b + config.batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm needs more than one sample
+            x = torch.from_numpy(augment_patches(train.x01[idx], rng, config.augment)).to(torch_device)
+            y = targets[idx].to(torch_device)
+            optimizer.zero_grad(set_to_none=True)
+            out = model.forward_scaled(x)
+            loss = F.mse_loss(out, model.scale_target(y))
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                total_loss += loss.item() * len(idx)
+                total_abs += float((out * model.target_scale + model.target_offset - y).abs().sum())
+            n_seen += len(idx)
+            progress("training", ((epoch - 1) + min(1.0, (b + len(idx)) / len(order))) / config.epochs,
+                     f"epoch {epoch}/{config.epochs}")
+        row = {"epoch": epoch, "lr": lr, "train_loss": total_loss / max(n_seen, 1),
+               "train_mae": total_abs / max(n_seen, 1)}
+        row.update(validate(model, val, torch_device))
+        row["seconds"] = watch.seconds()
+        log_csv.write(row)
+        metrics = row
+        score = row.get("val_score")
+        if score is not None and np.isfinite(score) and (best.get("score") is None or score > best["score"]):
+            best = {"epoch": epoch, "score": float(score)}
+            best_state = copy_state(model)
+            save_state(work / BEST_MODEL, best_state, {"epoch": epoch, "score": float(score)})
+        val_text = (f", val MAE {row['val_mae']:.1f} mg/cm3, r {row['val_r']:.3f}") if "val_mae" in row else ""
+        log(f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f} (MAE {row['train_mae']:.1f} mg/cm3)"
+            f"{val_text} ({row['seconds']:.1f} s)")
+        if epoch % max(1, config.checkpoint_every) == 0 or epoch == config.epochs:
+            path = save_checkpoint(work / CHECKPOINT_DIR / f"epoch_{epoch:04d}.safetensors", model, optimizer, epoch,
+                                   dict(run_info, best=best))
+            checkpoints.append(str(path))
+
+    use_best = config.select == "best" and best_state is not None
+    if use_best:
+        model.load_state_dict(best_state)
+    selected_epoch = best["epoch"] if use_best else config.epochs
+    selected = metrics
+    if use_best and best["epoch"] != config.epochs:
+        selected = validate(model, val, torch_device)
+    meta = {
+        "kind": "regression",
+        "trained": True,
+        "architecture": {"name": "DenseNet121", "params": model.config()},
+        "preprocessing": {
+            "size_px": patch_cfg.size_px,
+            "spacing_mm": patch_cfg.spacing_mm,
+            "slice_step_mm": patch_cfg.slice_step_mm,
+            "window_level": window.window_level,
+            "window_width": window.window_width,
+            "patch": asdict(patch_cfg),
+            "input": "(N, 3, size_px, size_px) patches.extract_patch(...).x01: slices below/centre/above, "
+                     "fixed window to [0, 1] in 1/255 steps",
+        },
+        "target": {"unit": "mg/cm3", "offset": float(model.target_offset), "scale": float(model.target_scale),
+                   "note": "the module's forward returns mg/cm3; the network learns (bmd - offset) / scale"},
+        "training": {
+            "date": utc_now(),
+            "data": {
+                "folder": data_dir.name,
+                "cases_train": len(train_cases),
+                "cases_val": len(val_cases),
+                "patches_train": len(train),
+                "patches_val": len(val),
+                "patches_flagged_left_out": train.flagged + val.flagged,
+                "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
+            },
+            "epochs": config.epochs,
+            "selected_epoch": selected_epoch,
+            "selection": "lowest validation MAE" if use_best else "last epoch",
+            "seed": config.seed,
+            "config": config.to_dict(),
+            "loss": "MSE on (bmd - offset) / scale",
+            "optimizer": f"Adam (weight decay {config.weight_decay}), cosine learning rate from {config.lr}",
+            "metrics": {k: v for k, v in selected.items() if k.startswith("val_")},
+            "last_epoch_metrics": {k: v for k, v in metrics.items() if k != "epoch"},
+            "device": str(torch_device),
+            "torch": torch.__version__,
+            "platform": platform.platform(terse=True),
+            "seconds": round(clock.seconds(), 1),
+        },
+    }
+    weights_path = save_model(model, out_dir / REGRESSION_FILE, meta)
+    log(f"regression weights written to {weights_path} (epoch {selected_epoch})")
+    progress("training", 1.0, "done")
+    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": checkpoints,
+            "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}

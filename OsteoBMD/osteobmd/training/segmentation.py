@@ -1,0 +1,386 @@
+"""`osteobmd train segmentation`: R2U-Net on sagittal slab slices (METHOD 2).
+
+Loss: softmax cross-entropy + soft Dice over the four vertebra classes (METHOD
+Decision). Samples: the pipeline's own sagittal preprocessing of the canal slab
+(dataset.py), augmented into fixed-size tiles with limited superior-inferior views
+(augment.py). Validation, every epoch, on the validation cases' central slab slices at
+full size without augmentation: per-vertebra Dice of the fused slab (as the pipeline
+fuses it), the share of valid cases (all four Dice > 0.5, the paper's rule), and Dice
+on limited views (only L1-L3 or only L2-L4 visible), the failure the augmentation
+targets. The final weights are the best validation epoch's (or the last epoch's with
+`select="last"` or without validation cases).
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import VERTEBRA_NAMES, CanalConfig, SegmentationConfig
+from ..errors import InputError
+from ..networks import DEFAULT_WIDTHS, R2UNet, count_parameters
+from ..progress import ProgressCallback, silent
+from .augment import SegAugmentConfig, augment_segmentation, label_row_extents
+from .common import (
+    BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
+    epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
+    save_state, seed_everything, set_lr, stderr_log, utc_now,
+)
+from .dataset import SegmentationSamples, cases_fingerprint, find_cases, load_segmentation_samples, split_cases
+
+NUM_CLASSES = 5
+WORK_DIR = "training_segmentation"
+
+
+@dataclass
+class SegmentationTrainConfig:
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    widths: Tuple[int, ...] = DEFAULT_WIDTHS
+    t: int = 2
+    val_fraction: float = 0.2
+    # The paper saved a checkpoint every 20 epochs.
+    checkpoint_every: int = 20
+    # Training tiles per epoch; None: one per training slice (at least 4 batches).
+    samples_per_epoch: Optional[int] = None
+    tile_size: int = 192
+    # Central slab slices per validation case (fused as the pipeline fuses the slab).
+    val_slices: int = 3
+    dice_weight: float = 1.0
+    select: str = "best"  # or "last"
+    augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "SegmentationTrainConfig":
+        names = {f.name for f in fields(SegmentationTrainConfig)}
+        kw = {k: v for k, v in d.items() if k in names and k != "augment"}
+        if "widths" in kw:
+            kw["widths"] = tuple(kw["widths"])
+        aug_names = {f.name for f in fields(SegAugmentConfig)}
+        aug = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("augment", {}).items() if k in aug_names}
+        return SegmentationTrainConfig(augment=SegAugmentConfig(**aug), **kw)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0):
+    """(total, cross-entropy, dice loss): CE + (1 - mean soft Dice of classes 1..C-1)."""
+    ce = F.cross_entropy(logits, target)
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice = (2.0 * inter + 1.0) / (denom + 1.0)
+    dice_loss = 1.0 - dice[1:].mean()
+    return ce + dice_weight * dice_loss, ce, dice_loss
+
+
+def _counts(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(4, 3) TP, FP, FN per vertebra label."""
+    out = np.zeros((NUM_CLASSES - 1, 3), np.int64)
+    for c in range(1, NUM_CLASSES):
+        p, r = pred == c, ref == c
+        out[c - 1] = (np.count_nonzero(p & r), np.count_nonzero(p & ~r), np.count_nonzero(~p & r))
+    return out
+
+
+def _dice(counts: np.ndarray) -> np.ndarray:
+    tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
+    den = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2 * tp / np.maximum(den, 1), np.nan)
+
+
+def _central(n: int, k: int) -> List[int]:
+    k = max(1, min(n, k))
+    first = (n - k) // 2
+    return list(range(first, first + k))
+
+
+def _view_window(labels: np.ndarray, keep: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """Rows of a view that shows only the vertebrae `keep` (+ a quarter pitch)."""
+    ext = label_row_extents(labels)
+    if not all(v in ext for v in keep):
+        return None
+    lo = min(ext[v][0] for v in keep)
+    hi = max(ext[v][1] for v in keep) + 1
+    m = int(round(0.25 * (hi - lo) / len(keep)))
+    return max(0, lo - m), min(labels.shape[0], hi + m)
+
+
+def _predict(model, image: np.ndarray, device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None].to(device)
+    return model(x)[0]
+
+
+def validate(model, samples: Sequence[SegmentationSamples], cfg: SegmentationTrainConfig, device) -> dict:
+    """Validation metrics (see the module docstring)."""
+    if not samples:
+        return {}
+    model.eval()
+    full = np.zeros((NUM_CLASSES - 1, 3), np.int64)
+    view = np.zeros((NUM_CLASSES - 1, 3), np.int64)
+    losses, valid = [], []
+    with torch.inference_mode():
+        for case in samples:
+            idx = _central(len(case.images), cfg.val_slices)
+            probs = None
+            for i in idx:
+                logits = _predict(model, case.images[i], device)
+                target = torch.from_numpy(case.labels[i].astype(np.int64))[None].to(device)
+                losses.append(float(segmentation_loss(logits[None], target, cfg.dice_weight)[0]))
+                p = torch.softmax(logits.float(), dim=0)
+                probs = p if probs is None else probs + p
+            fused = torch.argmax(probs, dim=0).cpu().numpy()
+            case_counts = sum(_counts(fused, case.labels[i]) for i in idx)
+            full += case_counts
+            d = _dice(case_counts)
+            valid.append(bool(np.all(np.nan_to_num(d, nan=0.0) > 0.5)))
+            # Limited views: the scan shows only L1-L3, or only L2-L4.
+            centre = case.images[idx[len(idx) // 2]]
+            lab = case.labels[idx[len(idx) // 2]]
+            for keep in ((1, 2, 3), (2, 3, 4)):
+                rows = _view_window(lab, keep)
+                if rows is None:
+                    continue
+                img = np.zeros_like(centre)
+                ref = np.zeros_like(lab)
+                img[rows[0]:rows[1]] = centre[rows[0]:rows[1]]
+                ref[rows[0]:rows[1]] = lab[rows[0]:rows[1]]
+                pred = torch.argmax(_predict(model, img, device), dim=0).cpu().numpy()
+                view += _counts(pred, ref)
+    dice = _dice(full)
+    out = {"val_loss": float(np.mean(losses))}
+    for name, d in zip(VERTEBRA_NAMES, dice):
+        out[f"val_dice_{name}"] = float(d)
+    out["val_dice_mean"] = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
+    vd = _dice(view)
+    out["val_view_dice_mean"] = float(np.nanmean(vd)) if np.isfinite(vd).any() else float("nan")
+    out["val_valid_share"] = float(np.mean(valid))
+    scores = [v for v in (out["val_dice_mean"], out["val_view_dice_mean"]) if np.isfinite(v)]
+    out["val_score"] = float(np.mean(scores)) if scores else float("nan")
+    return out
+
+
+LOG_COLUMNS = [
+    "epoch", "lr", "train_loss", "train_ce", "train_dice_loss", "val_loss",
+    *[f"val_dice_{n}" for n in VERTEBRA_NAMES], "val_dice_mean", "val_view_dice_mean", "val_valid_share",
+    "val_score", "seconds",
+]
+
+
+def _epoch_plan(samples: Sequence[SegmentationSamples], n: int, rng: np.random.Generator) -> List[Tuple[int, int]]:
+    """(case, slice) pairs of one epoch: every slice once per pass, shuffled."""
+    pairs = [(c, s) for c, case in enumerate(samples) for s in range(len(case.images))]
+    plan: List[Tuple[int, int]] = []
+    while len(plan) < n:
+        plan.extend(pairs[i] for i in rng.permutation(len(pairs)))
+    return plan[:n]
+
+
+def train_segmentation(
+    data_dir,
+    out_dir=None,
+    config: Optional[SegmentationTrainConfig] = None,
+    seg_cfg: Optional[SegmentationConfig] = None,
+    canal_cfg: Optional[CanalConfig] = None,
+    device="auto",
+    resume=None,
+    log: LogFn = stderr_log,
+    progress: ProgressCallback = silent,
+) -> dict:
+    """Train R2U-Net on a ground-truth folder; writes the weights, log and checkpoints.
+
+    Returns a summary: {"weights": path, "log": path, "checkpoints": [...], "metrics": {...}}.
+    With `resume` (a checkpoint file or its folder) the run's stored settings are used
+    and only `config.epochs` (the new total) is taken from `config`.
+    """
+    from ..weights import SEGMENTATION_FILE, default_weights_dir, resolve_device, save_model
+
+    data_dir = Path(data_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_weights_dir()
+    work = out_dir / WORK_DIR
+    config = config or SegmentationTrainConfig()
+    seg_cfg = seg_cfg or SegmentationConfig()
+    canal_cfg = canal_cfg or CanalConfig()
+    ckpt_path = info = None
+    if resume is not None:
+        ckpt_path = find_checkpoint(Path(resume))
+        info = read_checkpoint_info(ckpt_path)
+        if info.get("kind") != "segmentation":
+            raise InputError(f"'{ckpt_path.name}' is a {info.get('kind')} checkpoint, not a segmentation one.")
+        epochs = config.epochs
+        config = SegmentationTrainConfig.from_dict(info["config"])
+        config.epochs = epochs
+        seg_cfg = SegmentationConfig(**info["preprocessing"]["segmentation"])
+        canal_cfg = CanalConfig(**info["preprocessing"]["canal"])
+    if config.epochs < 1 or config.batch_size < 1:
+        raise InputError("--epochs and --batch-size must be at least 1.")
+    torch_device = resolve_device(device)
+    clock = Stopwatch()
+
+    cases = find_cases(data_dir, need_labels=True)
+    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
+    if not train_cases:
+        raise InputError(f"No training case in '{data_dir}' (all are marked val/test in case.json).")
+    multiple = 2 ** (len(config.widths) - 1)
+    tile = int(np.ceil(config.tile_size / multiple) * multiple)
+    aug = config.augment
+    aug.tile = (tile, tile)
+    log(f"segmentation training: {len(train_cases)} training and {len(val_cases)} validation cases; preparing samples")
+    progress("training", 0.0, "preparing samples")
+    cache = work / "cache"
+    train = load_segmentation_samples(train_cases, seg_cfg, canal_cfg, multiple, cache, log)
+    val = load_segmentation_samples(val_cases, seg_cfg, canal_cfg, multiple, cache, log)
+    if not train:
+        raise InputError(f"No training sample could be made from '{data_dir}': no case has labels on its sagittal slab.")
+    n_slices = sum(len(s.images) for s in train)
+    per_epoch = config.samples_per_epoch or max(n_slices, 4 * config.batch_size)
+    sources = {k: sum(s.slab_source == k for s in train + val) for k in ("canal", "labels")}
+    log(f"  {n_slices} training slices, {sum(len(s.images) for s in val)} validation slices "
+        f"(slab from the canal in {sources['canal']} cases, from the labels in {sources['labels']}); "
+        f"prepared in {clock.seconds():.1f} s")
+
+    seed_everything(config.seed)
+    model = R2UNet(1, NUM_CLASSES, config.widths, config.t).to(torch_device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch = 1
+    best = {"epoch": None, "score": None}
+    best_state = None
+    if ckpt_path is not None:
+        info = load_checkpoint(ckpt_path, model, optimizer)
+        start_epoch = int(info["epoch"]) + 1
+        best = info.get("best") or best
+        if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
+            best_state = load_state(work / BEST_MODEL)
+        log(f"  resumed from {ckpt_path.name} (epoch {info['epoch']})")
+    if start_epoch > config.epochs:
+        raise InputError(
+            f"The checkpoint '{ckpt_path.name}' is already at epoch {start_epoch - 1}; give --epochs above "
+            "that to train further."
+        )
+    log(f"  R2U-Net widths {list(config.widths)}, t={config.t}: {count_parameters(model) / 1e6:.2f} M parameters; "
+        f"device {torch_device}; {per_epoch} tiles of {tile}x{tile} per epoch")
+
+    run_info = {
+        "kind": "segmentation",
+        "config": config.to_dict(),
+        "preprocessing": {"segmentation": asdict(seg_cfg), "canal": asdict(canal_cfg)},
+    }
+    log_csv = CsvLog(work / LOG_CSV, LOG_COLUMNS, resume_epoch=start_epoch - 1)
+    checkpoints: List[str] = []
+    metrics: dict = {}
+    for epoch in range(start_epoch, config.epochs + 1):
+        watch = Stopwatch()
+        lr = cosine_lr(config.lr, epoch, config.epochs)
+        set_lr(optimizer, lr)
+        rng = epoch_rng(config.seed, epoch)
+        epoch_torch_seed(config.seed, epoch)
+        model.train()
+        plan = _epoch_plan(train, per_epoch, rng)
+        totals = np.zeros(3)
+        n_batches = 0
+        for b in range(0, len(plan), config.batch_size):
+            chunk = plan[b:b + config.batch_size]
+            if len(chunk) < 2 and len(plan) > 1:
+                continue  # BatchNorm needs more than one sample
+            xs, ys = [], []
+            for c, s in chunk:
+                x, y = augment_segmentation(train[c].images[s], train[c].labels[s], train[c].content, rng, aug)
+                xs.append(x)
+                ys.append(y)
+            x = torch.from_numpy(np.stack(xs)[:, None]).to(torch_device)
+            y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(torch_device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, ce, dl = segmentation_loss(model(x), y, config.dice_weight)
+            loss.backward()
+            optimizer.step()
+            totals += (loss.item(), ce.item(), dl.item())
+            n_batches += 1
+            progress("training", ((epoch - 1) + min(1.0, (b + len(chunk)) / len(plan))) / config.epochs,
+                     f"epoch {epoch}/{config.epochs}")
+        row = {"epoch": epoch, "lr": lr}
+        row.update(zip(("train_loss", "train_ce", "train_dice_loss"), totals / max(n_batches, 1)))
+        row.update(validate(model, val, config, torch_device))
+        row["seconds"] = watch.seconds()
+        log_csv.write(row)
+        metrics = row
+        score = row.get("val_score")
+        if score is not None and np.isfinite(score) and (best.get("score") is None or score > best["score"]):
+            best = {"epoch": epoch, "score": float(score)}
+            best_state = copy_state(model)
+            save_state(work / BEST_MODEL, best_state, {"epoch": epoch, "score": float(score)})
+        val_text = (f", val Dice {row['val_dice_mean']:.3f} (limited view {row['val_view_dice_mean']:.3f}), "
+                    f"valid {row['val_valid_share'] * 100:.0f}%") if "val_dice_mean" in row else ""
+        log(f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}{val_text} ({row['seconds']:.1f} s)")
+        if epoch % max(1, config.checkpoint_every) == 0 or epoch == config.epochs:
+            path = save_checkpoint(work / CHECKPOINT_DIR / f"epoch_{epoch:04d}.safetensors", model, optimizer, epoch,
+                                   dict(run_info, best=best))
+            checkpoints.append(str(path))
+
+    # The final weights.
+    last_state = copy_state(model)
+    use_best = config.select == "best" and best_state is not None
+    model.load_state_dict(best_state if use_best else last_state)
+    selected_epoch = best["epoch"] if use_best else config.epochs
+    selected = metrics
+    if use_best and best["epoch"] != config.epochs:
+        selected = validate(model, val, config, torch_device)
+    meta = {
+        "kind": "segmentation",
+        "trained": True,
+        "architecture": {"name": "R2UNet", "params": model.config()},
+        "preprocessing": {
+            "window_level": seg_cfg.window_level,
+            "window_width": seg_cfg.window_width,
+            "spacing_mm": seg_cfg.spacing_mm,
+            "crop_size": seg_cfg.crop_size,
+            "pad_multiple": multiple,
+            "input": "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)",
+            "canal": asdict(canal_cfg),
+        },
+        "labels": {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)}},
+        "output": "logits (N, 5, H, W); softmax over the classes",
+        "training": {
+            "date": utc_now(),
+            "data": {
+                "folder": data_dir.name,
+                "cases_train": len(train_cases),
+                "cases_val": len(val_cases),
+                "slices_train": n_slices,
+                "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
+                "slab_source": sources,
+            },
+            "epochs": config.epochs,
+            "selected_epoch": selected_epoch,
+            "selection": "best validation score (mean of full-view and limited-view Dice)" if use_best else "last epoch",
+            "seed": config.seed,
+            "config": config.to_dict(),
+            "loss": "softmax cross-entropy + soft Dice (L1..L4)",
+            "optimizer": f"Adam (weight decay {config.weight_decay}), cosine learning rate from {config.lr}",
+            "metrics": {k: v for k, v in selected.items() if k.startswith("val_")},
+            "last_epoch_metrics": {k: v for k, v in metrics.items() if k != "epoch"},
+            "device": str(torch_device),
+            "torch": torch.__version__,
+            "platform": platform.platform(terse=True),
+            "seconds": round(clock.seconds(), 1),
+        },
+    }
+    weights_path = save_model(model, out_dir / SEGMENTATION_FILE, meta)
+    log(f"segmentation weights written to {weights_path} (epoch {selected_epoch})")
+    progress("training", 1.0, "done")
+    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": checkpoints,
+            "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}
