@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -15,7 +16,7 @@ from . import __version__
 from . import io as ctio
 from .calibration import Calibration, calibration_from_spec, estimate_internal_calibration
 from .canal import detect_canal
-from .config import LABEL_OF, VERTEBRA_NAMES, PipelineConfig, classify_bmd
+from .config import LABEL_OF, VERTEBRA_NAMES, PatchConfig, PipelineConfig, SegmentationConfig, classify_bmd
 from .errors import InputError, OutputExistsError
 from .levels import LevelCheck
 from .patches import extract_patch, vertebra_geometry
@@ -139,6 +140,8 @@ def run_case(
         elif calibration not in (None, "none"):
             messages.append(f"HU calibration '{calibration}' could not be made ({cal.note}); raw HU used.")
 
+    # The patch geometry and window the regression weights were trained with win.
+    patch_cfg, window = trained_patch_config(reg_meta, config.patches, config.segmentation)
     with timer.stage("patches"):
         progress("patches", 0.0, "cutting trabecular patches")
         geometry = vertebra_geometry(labels)
@@ -146,9 +149,9 @@ def run_case(
         patches = {}
         for n, name in enumerate(VERTEBRA_NAMES):
             if name in geometry:
-                patch = extract_patch(ct, geometry[name].center_lps_mm, config.patches, labels, LABEL_OF[name])
+                patch = extract_patch(ct, geometry[name].center_lps_mm, patch_cfg, labels, LABEL_OF[name], window)
                 if cal.kind != "none":
-                    patch.x01 = np.round(window01(cal.apply(patch.hu), config.segmentation) * 255.0) / 255.0
+                    patch.x01 = np.round(window01(cal.apply(patch.hu), window) * 255.0) / 255.0
                 reasons[name].extend(patch.reasons)
                 patches[name] = patch
             progress("patches", (n + 1) / len(VERTEBRA_NAMES), name)
@@ -212,6 +215,15 @@ def run_case(
     result.write_json(out_dir / RESULTS_JSON)
     progress("outputs", 1.0, "done")
     return result
+
+
+def trained_patch_config(meta: dict, patches: PatchConfig, window: SegmentationConfig):
+    """(PatchConfig, window) as stored in the regression weights, else the defaults."""
+    pre = (meta or {}).get("preprocessing", {})
+    known = PatchConfig.__dataclass_fields__
+    patch_cfg = replace(patches, **{k: v for k, v in pre.get("patch", {}).items() if k in known})
+    window = replace(window, **{k: pre[k] for k in ("window_level", "window_width") if k in pre})
+    return patch_cfg, window
 
 
 def _calibration(spec: str, ct: sitk.Image, spine_center) -> Calibration:

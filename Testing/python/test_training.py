@@ -265,3 +265,34 @@ def test_cli_registers_train_and_refuses_bad_input(tmp_path):
     args = parser.parse_args(["train", "segmentation", str(tmp_path / "missing"), "--device", "cpu", "--quiet"])
     with pytest.raises(InputError, match="does not exist"):
         args.handler(args)
+
+
+def test_anchor_classes_come_from_the_levels_map(tiny_data, tmp_path):
+    """levels.nrrd adds L5 (5), sacrum (6) and T12 (7) where the L1-L4 map is background."""
+    import shutil
+
+    from osteobmd.config import ANCHOR_CLASSES, CanalConfig, SegmentationConfig
+
+    case_dir = tmp_path / "case"
+    shutil.copytree(dataset.find_cases(tiny_data)[0].folder, case_dir)
+    lab_img = sitk.ReadImage(str(case_dir / "labels.nrrd"))
+    lab = sitk.GetArrayFromImage(lab_img)
+    levels = np.where(lab > 0, 20 + lab, 0).astype(np.uint8)
+    k4 = np.flatnonzero((lab == 4).any(axis=(1, 2)))
+    k1 = np.flatnonzero((lab == 1).any(axis=(1, 2)))
+    body = (lab == 4)[k4[0]]
+    levels[max(0, k4[0] - 12):k4[0] - 2][:, body] = 25  # L5 under L4
+    levels[k1[-1] + 3:k1[-1] + 13][:, body] = 12  # T12 over L1
+    out = sitk.GetImageFromArray(levels)
+    out.CopyInformation(lab_img)
+    sitk.WriteImage(out, str(case_dir / "levels.nrrd"))
+
+    case = dataset.find_cases(tmp_path)[0]
+    assert case.levels_path is not None
+    plain = dataset.prepare_segmentation_case(case, SegmentationConfig(), CanalConfig(), 4, anchors=False)
+    assert set(np.unique(plain["labels"])) == {0, 1, 2, 3, 4}
+    data = dataset.prepare_segmentation_case(case, SegmentationConfig(), CanalConfig(), 4, anchors=True)
+    ext = label_row_extents(data["labels"][0])
+    l5, t12 = ANCHOR_CLASSES["L5"], ANCHOR_CLASSES["T12"]
+    assert {l5, t12} <= set(ext)
+    assert ext[l5][1] < ext[4][0] and ext[t12][0] > ext[1][1]  # rows run inferior -> superior

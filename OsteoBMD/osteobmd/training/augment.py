@@ -63,7 +63,8 @@ def label_row_extents(labels: np.ndarray) -> dict:
 def limited_view_rows(labels: np.ndarray, rng: np.random.Generator, cfg: SegAugmentConfig) -> Optional[Tuple[int, int]]:
     """Rows [lo, hi) of a superior-inferior window holding 2-4 of the labelled vertebrae."""
     ext = label_row_extents(labels)
-    present = sorted(ext)
+    # In anatomical order (anchor classes 5-7 are not numbered by position).
+    present = sorted(ext, key=lambda v: ext[v][0])
     if len(present) < 2:
         return None
     counts = np.array([2, 3, 4])

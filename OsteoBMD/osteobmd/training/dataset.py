@@ -29,12 +29,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import LABEL_OF, VERTEBRA_NAMES, CanalConfig, PatchConfig, SegmentationConfig
+from ..config import ANCHOR_CLASSES, LABEL_OF, VERTEBRA_NAMES, CanalConfig, PatchConfig, SegmentationConfig
 from ..errors import InputError
 
 # Bump when the way samples are made changes: old caches are then ignored.
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha", ".mhd", ".nhdr")
+# levels.nrrd codes (the synthetic generator's, documented in docs/DESIGN.md) -> network classes.
+ANCHOR_OF_LEVEL_CODE = {12: ANCHOR_CLASSES["T12"], 25: ANCHOR_CLASSES["L5"], 30: ANCHOR_CLASSES["sacrum"]}
 
 LogFn = Callable[[str], None]
 
@@ -47,6 +49,8 @@ class CaseFolder:
     labels_path: Optional[Path]
     bmd: Dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    # Optional every-level body map (codes T12=12, L1..L5=21..25, sacrum=30): the anchors.
+    levels_path: Optional[Path] = None
 
     @property
     def split(self) -> Optional[str]:
@@ -124,7 +128,7 @@ def find_cases(data_dir, need_labels: bool = True, need_bmd: bool = False) -> Li
                 raise InputError(f"'{folder / 'case.json'}' is not valid JSON; fix or remove it.") from None
             if not isinstance(info, dict):
                 info = {}
-        cases.append(CaseFolder(folder.name, folder, ct, labels, bmd, info))
+        cases.append(CaseFolder(folder.name, folder, ct, labels, bmd, info, _find_image(folder, "levels")))
     if not cases:
         need = "ct.nrrd and labels.nrrd" + (" and bmd.csv" if need_bmd else "")
         raise InputError(
@@ -224,8 +228,24 @@ def _label_slab(lab_kji: np.ndarray, width: int) -> List[int]:
     return list(range(first, min(lab_kji.shape[2], first + width)))
 
 
+def _with_anchors(lab: np.ndarray, levels_path: Path, ct) -> np.ndarray:
+    """L1-L4 from the label map, plus the anchor classes from the level map where it is background."""
+    import SimpleITK as sitk
+
+    from .. import io as ctio
+
+    levels = ctio.to_lps(sitk.ReadImage(str(levels_path)))
+    if levels.GetSize() != ct.GetSize():
+        raise InputError(f"'{levels_path}' does not lie on the CT's grid; re-export it with the CT as reference.")
+    codes = sitk.GetArrayViewFromImage(levels)
+    anchors = np.zeros(lab.shape, np.uint8)
+    for code, cls in ANCHOR_OF_LEVEL_CODE.items():
+        anchors[codes == code] = cls
+    return np.where(lab > 0, lab, anchors).astype(np.uint8)
+
+
 def prepare_segmentation_case(
-    case: CaseFolder, seg_cfg: SegmentationConfig, canal_cfg: CanalConfig, multiple: int
+    case: CaseFolder, seg_cfg: SegmentationConfig, canal_cfg: CanalConfig, multiple: int, anchors: bool = False
 ) -> dict:
     """Arrays of one case's training slices, made with the pipeline's functions."""
     import SimpleITK as sitk
@@ -242,18 +262,22 @@ def prepare_segmentation_case(
         return {"images": np.zeros((0, 1, 1), np.float16), "labels": np.zeros((0, 1, 1), np.uint8),
                 "content": np.zeros(4, np.int32), "source": np.array("empty")}
     sx, sy, sz = ct.GetSpacing()
+    lumbar = lab
+    if anchors and case.levels_path is not None:
+        lab = _with_anchors(np.asarray(lab), case.levels_path, ct)
     source = "canal"
     try:
         slab = list(detect_canal(ct, canal_cfg).slab_indices)
     except InputError:
         slab = []
-    slab = [i for i in slab if np.any(lab[:, :, i])]
+    slab = [i for i in slab if np.any(lumbar[:, :, i])]
     if not slab:
         # No canal found, or the canal's slab misses the labels: the labelled mid-sagittal slab.
         source = "labels"
-        slab = [i for i in _label_slab(lab, max(1, int(round(canal_cfg.slab_width_mm / sx)))) if np.any(lab[:, :, i])]
+        slab = [i for i in _label_slab(lumbar, max(1, int(round(canal_cfg.slab_width_mm / sx))))
+                if np.any(lumbar[:, :, i])]
         if not slab:  # labels in separate places: the sagittal slice with most of them
-            slab = [int(np.argmax(np.count_nonzero(lab, axis=(0, 1))))]
+            slab = [int(np.argmax(np.count_nonzero(lumbar, axis=(0, 1))))]
     images, labels = [], []
     grid: Optional[SagittalGrid] = None
     for i in slab:
@@ -273,13 +297,13 @@ def prepare_segmentation_case(
 
 def load_segmentation_samples(
     cases: Sequence[CaseFolder], seg_cfg: SegmentationConfig, canal_cfg: CanalConfig, multiple: int,
-    cache_dir: Optional[Path], log: LogFn,
+    cache_dir: Optional[Path], log: LogFn, anchors: bool = False,
 ) -> List[SegmentationSamples]:
-    settings = {"seg": asdict(seg_cfg), "canal": asdict(canal_cfg), "multiple": int(multiple)}
+    settings = {"seg": asdict(seg_cfg), "canal": asdict(canal_cfg), "multiple": int(multiple), "anchors": anchors}
     out: List[SegmentationSamples] = []
     for n, case in enumerate(cases):
         data = _cached(cache_dir, "seg-" + cache_key(case, settings),
-                       lambda: prepare_segmentation_case(case, seg_cfg, canal_cfg, multiple))
+                       lambda: prepare_segmentation_case(case, seg_cfg, canal_cfg, multiple, anchors))
         if len(data["images"]) == 0:
             log(f"  case {n + 1}/{len(cases)}: no labelled vertebra on its sagittal slab; skipped")
             continue

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import VERTEBRA_NAMES, CanalConfig, SegmentationConfig
+from ..config import ANCHOR_CLASSES, VERTEBRA_NAMES, CanalConfig, SegmentationConfig
 from ..errors import InputError
 from ..networks import DEFAULT_WIDTHS, R2UNet, count_parameters
 from ..progress import ProgressCallback, silent
@@ -34,7 +34,10 @@ from .common import (
 )
 from .dataset import SegmentationSamples, cases_fingerprint, find_cases, load_segmentation_samples, split_cases
 
-NUM_CLASSES = 5
+NUM_CLASSES = 5  # background + L1..L4: the classes the metrics are about
+# With anchors the network also segments L5, the sacrum and T12 (config.ANCHOR_CLASSES),
+# so the pipeline can check the level names against them.
+NUM_CLASSES_WITH_ANCHORS = 1 + len(VERTEBRA_NAMES) + len(ANCHOR_CLASSES)
 WORK_DIR = "training_segmentation"
 
 
@@ -57,6 +60,8 @@ class SegmentationTrainConfig:
     val_slices: int = 3
     dice_weight: float = 1.0
     select: str = "best"  # or "last"
+    # Train the anchor classes too when every case has a levels map.
+    anchors: bool = True
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
     def to_dict(self) -> dict:
@@ -243,8 +248,12 @@ def train_segmentation(
     log(f"segmentation training: {len(train_cases)} training and {len(val_cases)} validation cases; preparing samples")
     progress("training", 0.0, "preparing samples")
     cache = work / "cache"
-    train = load_segmentation_samples(train_cases, seg_cfg, canal_cfg, multiple, cache, log)
-    val = load_segmentation_samples(val_cases, seg_cfg, canal_cfg, multiple, cache, log)
+    if config.anchors and not all(c.levels_path is not None for c in cases):
+        log("  not every case has levels.nrrd: training L1-L4 only, without the anchor classes")
+        config.anchors = False
+    num_classes = NUM_CLASSES_WITH_ANCHORS if config.anchors else NUM_CLASSES
+    train = load_segmentation_samples(train_cases, seg_cfg, canal_cfg, multiple, cache, log, config.anchors)
+    val = load_segmentation_samples(val_cases, seg_cfg, canal_cfg, multiple, cache, log, config.anchors)
     if not train:
         raise InputError(f"No training sample could be made from '{data_dir}': no case has labels on its sagittal slab.")
     n_slices = sum(len(s.images) for s in train)
@@ -255,7 +264,7 @@ def train_segmentation(
         f"prepared in {clock.seconds():.1f} s")
 
     seed_everything(config.seed)
-    model = R2UNet(1, NUM_CLASSES, config.widths, config.t).to(torch_device)
+    model = R2UNet(1, num_classes, config.widths, config.t).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_epoch = 1
     best = {"epoch": None, "score": None}
@@ -352,7 +361,8 @@ def train_segmentation(
             "input": "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)",
             "canal": asdict(canal_cfg),
         },
-        "labels": {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)}},
+        "labels": {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)},
+                   **({str(v): k for k, v in ANCHOR_CLASSES.items()} if config.anchors else {})},
         "output": "logits (N, 5, H, W); softmax over the classes",
         "training": {
             "date": utc_now(),
