@@ -15,6 +15,14 @@ LABEL_OF = {name: i + 1 for i, name in enumerate(VERTEBRA_NAMES)}  # L1 -> 1 ...
 # (Decision: the label map keeps only 1..4; these classes serve the naming check).
 ANCHOR_CLASSES = {"L5": 5, "sacrum": 6, "T12": 7}
 
+# One colour per level (RGB 0-1), shared by the figures and the Slicer segments.
+LABEL_COLORS = {
+    "L1": (0.90, 0.30, 0.24),
+    "L2": (0.98, 0.75, 0.18),
+    "L3": (0.30, 0.75, 0.36),
+    "L4": (0.25, 0.55, 0.90),
+}
+
 # ACR / ISCD thresholds on trabecular BMD in mg/cm3.
 OSTEOPOROSIS_BELOW = 80.0
 NORMAL_ABOVE = 120.0

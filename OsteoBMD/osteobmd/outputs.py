@@ -9,7 +9,7 @@ from typing import Dict
 import numpy as np
 import SimpleITK as sitk
 
-from .config import VERTEBRA_NAMES
+from .config import LABEL_COLORS, VERTEBRA_NAMES
 from .patches import Patch
 from .progress import ProgressCallback, silent
 from .results import (
@@ -17,13 +17,6 @@ from .results import (
     CaseResult, csv_rows,
 )
 
-# One colour per level (RGB 0-1), shared by the figures; the Slicer side uses the same.
-LABEL_COLORS = {
-    "L1": (0.90, 0.30, 0.24),
-    "L2": (0.98, 0.75, 0.18),
-    "L3": (0.30, 0.75, 0.36),
-    "L4": (0.25, 0.55, 0.90),
-}
 CLASS_COLORS = {"osteoporosis": "#c0392b", "osteopenia": "#e67e22", "normal": "#27ae60", None: "#7f8c8d"}
 DISPLAY_WINDOW = (-150.0, 850.0)
 
@@ -50,7 +43,7 @@ def write_outputs(
     draw_overview_png(result, ct, labels, patches, out_dir / OVERVIEW_PNG)
     if write_scene:
         progress("outputs", 0.7, "writing the Slicer scene")
-        write_slicer_scene(out_dir, result)
+        write_slicer_scene(out_dir, result, ct)
 
 
 def write_csv(result: CaseResult, path: Path) -> None:
@@ -60,14 +53,18 @@ def write_csv(result: CaseResult, path: Path) -> None:
         writer.writerows(csv_rows(result))
 
 
-def write_slicer_scene(out_dir: Path, result: CaseResult) -> bool:
+def write_slicer_scene(out_dir: Path, result: CaseResult, ct: sitk.Image) -> bool:
     """scene.mrb for drag-and-drop into Slicer, when slicer-core is installed (extra `slicer`)."""
     try:
         from OsteoBMDLib.scene_export import write_scene_mrb
     except ImportError:
         result.messages.append(f"{SCENE_MRB} not written: install the 'slicer' extra (slicer-core) for it.")
         return False
-    write_scene_mrb(out_dir)
+    try:
+        write_scene_mrb(out_dir, ct_image=ct)
+    except Exception as err:  # the measurement stands without the convenience scene
+        result.messages.append(f"{SCENE_MRB} could not be written ({type(err).__name__}: {err}).")
+        return False
     return True
 
 

@@ -128,6 +128,10 @@ def find_cases(data_dir, need_labels: bool = True, need_bmd: bool = False) -> Li
                 raise InputError(f"'{folder / 'case.json'}' is not valid JSON; fix or remove it.") from None
             if not isinstance(info, dict):
                 info = {}
+        if need_bmd and info.get("bmd_source") == "osteobmd":
+            # bmd.csv holds the tool's own predictions (a saved correction), not a reference:
+            # training on it would teach the network its own errors.
+            continue
         cases.append(CaseFolder(folder.name, folder, ct, labels, bmd, info, _find_image(folder, "levels")))
     if not cases:
         need = "ct.nrrd and labels.nrrd" + (" and bmd.csv" if need_bmd else "")
