@@ -384,3 +384,21 @@ def test_main_cli_dispatches_evaluate(tmp_path, capsys):
     assert (tmp_path / "out" / "report.json").is_file()
     assert cli.main(["evaluate", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_segmentation_is_scored_on_the_predicted_sagittal_slab(tmp_path):
+    """A perfect mid-sagittal prediction of 3D reference bodies scores 1 on the slab, less in 3D."""
+    from osteobmd.evaluation import evaluate_segmentation
+
+    ref = np.zeros((40, 30, 20), np.uint8)
+    for n, k0 in enumerate((30, 21, 12, 3)):
+        ref[k0:k0 + 7, 8:20, 4:16] = n + 1  # bodies 12 voxels wide left-right
+    pred = np.zeros_like(ref)
+    pred[:, :, 9:11] = ref[:, :, 9:11]  # the network's slab: two sagittal slices
+    for folder, array in (("pred", pred), ("ref", ref)):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "case1.nrrd"))
+    slab = evaluate_segmentation(tmp_path / "pred", tmp_path / "ref")
+    whole = evaluate_segmentation(tmp_path / "pred", tmp_path / "ref", plane="3d")
+    assert slab["dice"]["L2"]["mean"] == pytest.approx(1.0)
+    assert whole["dice"]["L2"]["mean"] == pytest.approx(2 * 2 / (2 + 12), rel=1e-3)

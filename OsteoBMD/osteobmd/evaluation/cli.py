@@ -46,7 +46,8 @@ def _bmd_rows_from_csv(path: Path, reference: Optional[Path]):
 
 def evaluate(input: Optional[PathLike] = None, out_dir: Optional[PathLike] = None,
              reference: Optional[PathLike] = None, labels_pred: Optional[PathLike] = None,
-             labels_ref: Optional[PathLike] = None, vertebrae: Optional[Sequence[str]] = None) -> dict:
+             labels_ref: Optional[PathLike] = None, vertebrae: Optional[Sequence[str]] = None,
+             seg_plane: str = "sagittal") -> dict:
     """The whole evaluation: BMD (CSV or run folders) and/or segmentation; writes the
     report into `out_dir` when given and returns the report dict."""
     if input is None and labels_pred is None and labels_ref is None:
@@ -75,7 +76,7 @@ def evaluate(input: Optional[PathLike] = None, out_dir: Optional[PathLike] = Non
         report = evaluate_bmd_table(rows, vertebrae=vertebrae, failures=failures, notes=notes)
         report["source"] = source
     if labels_pred is not None:
-        seg = evaluate_segmentation(labels_pred, labels_ref)
+        seg = evaluate_segmentation(labels_pred, labels_ref, plane=seg_plane)
         seg_notes = seg.pop("notes", [])
         report.update(seg)
         report["notes"] = list(report.get("notes", [])) + seg_notes
@@ -102,6 +103,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="CSV of case_id,vertebra,bmd_ref (required with a folder of runs)")
     p.add_argument("--labels-pred", default=None, help="folder of predicted label maps")
+    p.add_argument("--seg-plane", choices=("sagittal", "3d"), default="sagittal",
+                   help="score the prediction's sagittal slab (as the paper) or the whole volumes")
     p.add_argument("--labels-ref", default=None, help="folder of reference label maps (same file names)")
     p.add_argument("--vertebrae", default=None,
                    help="vertebrae in the patient mean, e.g. L1,L2,L3 (default: every row of the CSV; "
@@ -118,7 +121,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"'{out}' already holds a report.json; choose another --out or add --overwrite.")
     report = evaluate(
         input=args.input, out_dir=out, reference=args.reference,
-        labels_pred=args.labels_pred, labels_ref=args.labels_ref,
+        labels_pred=args.labels_pred, labels_ref=args.labels_ref, seg_plane=args.seg_plane,
         vertebrae=parse_vertebrae(args.vertebrae),
     )
     lines = [f"Report written to {out / 'report.md'}"]

@@ -210,9 +210,25 @@ def summarize_segmentation(case_metrics: "OrderedDict[str, dict]", n_missing: in
     }
 
 
-def evaluate_segmentation(pred_dir: PathLike, ref_dir: PathLike) -> dict:
+def sagittal_slab(pred: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Both maps restricted to the sagittal slices (LPS x, the last axis) the prediction labels.
+
+    The network segments the mid-sagittal slab, and the paper scores sagittal images; a
+    3D reference body would otherwise count its lateral parts as misses. With an empty
+    prediction, the reference's fullest sagittal slice is scored (all misses).
+    """
+    cols = np.flatnonzero((_clean(pred) > 0).any(axis=(0, 1)))
+    if cols.size == 0:
+        cols = np.array([int(np.argmax((_clean(ref) > 0).sum(axis=(0, 1))))])
+    return pred[:, :, cols], ref[:, :, cols]
+
+
+def evaluate_segmentation(pred_dir: PathLike, ref_dir: PathLike, plane: str = "sagittal") -> dict:
     """Per-vertebra DSC / PPV / sensitivity (mean, SD) and the valid share of the cases
-    in `ref_dir`, matched to `pred_dir` by case id (file stem or case sub-folder name)."""
+    in `ref_dir`, matched to `pred_dir` by case id (file stem or case sub-folder name).
+
+    plane "sagittal" scores the prediction's sagittal slab (as the paper scores sagittal
+    images); "3d" scores the whole volumes."""
     preds = find_label_maps(pred_dir)
     refs = find_label_maps(ref_dir)
     common = [k for k in refs if k in preds]
@@ -229,7 +245,10 @@ def evaluate_segmentation(pred_dir: PathLike, ref_dir: PathLike) -> dict:
     metrics = OrderedDict()
     for case in common:
         pred, ref = _load_pair(preds[case], refs[case], notes, case)
+        if plane == "sagittal":
+            pred, ref = sagittal_slab(pred, ref)
         metrics[case] = overlap_metrics(pred, ref)
     report = summarize_segmentation(metrics, n_missing=len(missing), notes=notes)
     report["seg_missing_cases"] = missing
+    report["seg_plane"] = plane
     return report
