@@ -13,7 +13,7 @@ from .config import LABEL_COLORS, VERTEBRA_NAMES
 from .patches import Patch
 from .progress import ProgressCallback, silent
 from .results import (
-    CSV_COLUMNS, LABELS_NRRD, OVERVIEW_PNG, PATCHES_NPZ, PATCHES_PNG, RESULTS_CSV, SCENE_MRB,
+    CSV_COLUMNS, LABELS_NRRD, OVERVIEW_PNG, PATCHES_NPZ, PATCHES_PNG, RESULTS_CSV, RESULTS_JSON, SCENE_MRB,
     CaseResult, csv_rows,
 )
 
@@ -28,7 +28,6 @@ def write_outputs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("outputs", 0.0, "writing results")
-    result.write_json(out_dir / "results.json")
     write_csv(result, out_dir / RESULTS_CSV)
     sitk.WriteImage(labels, str(out_dir / LABELS_NRRD), True)
     names = [n for n in VERTEBRA_NAMES if n in patches]
@@ -41,6 +40,9 @@ def write_outputs(
     progress("outputs", 0.3, "drawing the overview")
     draw_patches_png(result, patches, out_dir / PATCHES_PNG)
     draw_overview_png(result, ct, labels, patches, out_dir / OVERVIEW_PNG)
+    # results.json marks a finished case (batch resumes on it): written after the files it
+    # describes; the scene is built from it.
+    result.write_json(out_dir / RESULTS_JSON)
     if write_scene:
         progress("outputs", 0.7, "writing the Slicer scene")
         write_slicer_scene(out_dir, result, ct)

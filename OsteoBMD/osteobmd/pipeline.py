@@ -97,6 +97,9 @@ def run_case(
     config = config or PipelineConfig()
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
+    if overwrite:
+        # The old result goes first: a run that fails half-way must not leave it beside new files.
+        (out_dir / RESULTS_JSON).unlink(missing_ok=True)
     timer = _Timer()
     messages = []
 

@@ -7,6 +7,7 @@ Slicer logic all go through `CaseResult.from_dict` / `to_dict`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -96,7 +97,11 @@ class CaseResult:
         return CaseResult(**{k: v for k, v in d.items() if k in known})
 
     def write_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Atomic: a reader (the batch, the Slicer panel) never sees half a file."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @staticmethod
     def read_json(path: Path) -> "CaseResult":
