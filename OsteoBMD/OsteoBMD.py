@@ -1,9 +1,10 @@
 """OsteoBMD: lumbar (L1-L4) bone mineral density from routine CT, inside 3D Slicer.
 
-This file only wires things together. The measurement is the `osteobmd` package's command
-line, run in a background process with Slicer's own Python (OsteoBMDLib.worker); the
-results are read into the scene by OsteoBMDLib.results_to_scene; masks, ground truth and
-the case list live in OsteoBMDLib too (Qt-free, tested outside Slicer with slicer-core).
+This file only wires things together. What the panel does lives in the Qt-free
+OsteoBMDLib.session.MeasurementSession (tested outside Slicer with slicer-core): the
+measurement is the `osteobmd` package's command line, run in a background process with
+Slicer's own Python (OsteoBMDLib.worker); results are read into the scene by
+OsteoBMDLib.results_to_scene; masks, ground truth and the case list live in OsteoBMDLib too.
 """
 
 import enum
@@ -29,6 +30,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from OsteoBMDLib import session as sessionlib
+from OsteoBMDLib.session import MeasurementSession, SessionError
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 VERTEBRAE = ("L1", "L2", "L3", "L4")
@@ -105,12 +109,11 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.session = None  # self.logic.session: the Qt-free state and actions
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._worker = None
-        self._workerKind = ""
         self._pollTimer = None
-        self._observedSegmentation = None
 
     # ---------------------------------------------------------------- set-up
 
@@ -121,6 +124,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = OsteoBMDLogic()
+        self.session = self.logic.session
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -162,7 +166,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self.logic.forgetResults()
+        self.session.forget_results()
         self._showResult(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -195,7 +199,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self, caller=None, event=None) -> None:
         running = self._running()
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
-        hasResults = self.logic is not None and self.logic.resultNodes is not None
+        hasResults = self.session is not None and self.session.result_nodes is not None
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = (
             _("Stop the measurement") if running
@@ -204,18 +208,18 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = running or hasInput
         for button in (self.ui.editMasksButton, self.ui.recomputeButton, self.ui.saveGroundTruthButton):
             button.enabled = hasResults and not running
-        caseList = self.logic.caseList if self.logic else None
+        caseList = self.session.case_list if self.session else None
         self.ui.previousCaseButton.enabled = bool(caseList and caseList.has_previous and not running)
         self.ui.nextCaseButton.enabled = bool(caseList and caseList.has_next and not running)
         self.ui.caseComboBox.enabled = bool(caseList and not running)
 
     def _showError(self, message: str, err: Exception, details: str = "") -> None:
         """A clear message box (the log, not a traceback, under 'details'); tracebacks go to the log."""
-        logging.error("%s %s", message, err, exc_info=not isinstance(err, OsteoBMDError))
+        logging.error("%s %s", message, err, exc_info=not isinstance(err, (OsteoBMDError, SessionError)))
         if slicer.app.testingEnabled():
             raise err
         extra = {"detailedText": details} if details else {}
-        slicer.util.errorDisplay(f"{message}\n\n{err}", windowTitle=_("OsteoBMD"), **extra)
+        slicer.util.errorDisplay(f"{message}\n\n{self.logic.errorText(err)}", windowTitle=_("OsteoBMD"), **extra)
 
     # ---------------------------------------------------------------- Apply / Cancel
 
@@ -231,7 +235,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if not self.meanVertebrae():
                 raise OsteoBMDError(_("Tick at least one vertebra for the mean BMD."))
-            if self.logic.hasReaderMasks() and not slicer.app.testingEnabled():
+            if self.session.has_reader_masks() and not slicer.app.testingEnabled():
                 if not slicer.util.confirmOkCancelDisplay(
                     _("Apply segments the CT again and replaces the masks you edited with the network's. "
                       "Use Recompute BMD to measure your masks. Replace them?"),
@@ -240,11 +244,11 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return
             self._ensureDependencies()
             self._saveEditsOfCurrentCase()
-            worker = self.logic.startMeasurement(
+            worker = self.session.start_measurement(
                 self._parameterNode.inputVolume, device=self._parameterNode.device.value,
-                vertebrae=self.meanVertebrae(), caseId=self._currentCaseId(),
+                vertebrae=self.meanVertebrae(), case_id=self._currentCaseId(),
             )
-            self._startPolling(worker, "auto")
+            self._startPolling(worker)
         except Exception as err:
             self._showError(_("The measurement could not be started."), err)
 
@@ -270,9 +274,8 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.app.restoreOverrideCursor()
         self.ui.statusLabel.text = _("Python packages installed.")
 
-    def _startPolling(self, worker, kind: str) -> None:
+    def _startPolling(self, worker) -> None:
         self._worker = worker
-        self._workerKind = kind
         self.ui.progressBar.value = 0
         self.ui.progressBar.show()
         self.ui.statusLabel.text = _("Starting...")
@@ -296,43 +299,36 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not status.done:
             return
         self._pollTimer.stop()
-        worker, kind = self._worker, self._workerKind
-        self._worker = None
+        worker, self._worker = self._worker, None
         self.ui.progressBar.hide()
         self._updateButtons()
-        self._onWorkerDone(worker, kind)
+        self._onWorkerDone(worker)
 
-    def _onWorkerDone(self, worker, kind: str) -> None:
-        from OsteoBMDLib import worker as workerlib
-
-        status = worker.status
-        if status.state == workerlib.CANCELLED:
-            self.logic.discardRun(worker)
-            self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
-            return
-        if status.state == workerlib.FAILED and not (status.returncode == workerlib.EXIT_NO_VALID and worker.has_results):
-            self.logic.discardRun(worker)
-            self.ui.statusLabel.text = _("Failed.")
-            error = status.error[len("osteobmd: "):] if status.error.startswith("osteobmd: ") else status.error
-            self._showError(_("The measurement failed."), OsteoBMDError(error),
-                            details=self.ui.logTextEdit.toPlainText())
-            return
+    def _onWorkerDone(self, worker) -> None:
         try:
-            outDir = self.logic.commitRun(worker)
-            self.logic.loadMeasurement(outDir, corrected=(kind == "corrected"))
-            self._showResult(self.logic.resultNodes)
-            self._onCaseStatusChanged()
-            self.ui.statusLabel.text = (
-                _("Done.") if status.state == workerlib.FINISHED
-                else _("Done: no vertebra passed the checks (see the reasons).")
-            )
+            outcome = self.session.finish_run(worker)
+            if outcome == sessionlib.CANCELLED:
+                self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
+            elif outcome == sessionlib.FAILED:
+                self.ui.statusLabel.text = _("Failed.")
+            else:
+                self.logic.getParameterNode().outputDirectory = self.session.result_nodes.output_dir
+                self._showResult(self.session.result_nodes)
+                self._onCaseStatusChanged()
+                self.ui.statusLabel.text = (
+                    _("Done.") if outcome == sessionlib.FINISHED
+                    else _("Done: no vertebra passed the checks (see the reasons).")
+                )
         except Exception as err:
             self._showError(_("The results could not be loaded."), err)
+            return
+        if outcome == sessionlib.FAILED:
+            self._showError(_("The measurement failed."), OsteoBMDError(sessionlib.run_error(worker)),
+                            details=self.ui.logTextEdit.toPlainText())
 
     # ---------------------------------------------------------------- showing results
 
     def _showResult(self, nodes) -> None:
-        self._observeSegmentation(nodes.segmentation if nodes else None)
         if nodes is None:
             self.ui.resultsTableView.setMRMLTableNode(None)
             self.ui.meanBmdLabel.text = ""
@@ -367,32 +363,17 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.setSliceViewerLayers(background=nodes.ct, fit=True)
         # After fitting: the segmentation outlined, the patches shown, the sagittal view
         # through the spine and every view centred on it.
-        self.logic.showInViews()
+        self.session.show_in_views()
         self._updateButtons()
 
     def onTableClicked(self, index) -> None:
-        if self.logic.resultNodes is None:
-            return
-        name = index.sibling(index.row(), 0).data()
-        self.logic.jumpToVertebra(name)
+        if self.session.result_nodes is not None:
+            self.session.jump_to_vertebra(index.sibling(index.row(), 0).data())
 
     # ---------------------------------------------------------------- correction loop
 
-    def _observeSegmentation(self, segmentationNode) -> None:
-        event = getattr(slicer.vtkSegmentation, "SourceRepresentationModified", None) or getattr(
-            slicer.vtkSegmentation, "MasterRepresentationModified"
-        )
-        if self._observedSegmentation is not None:
-            self.removeObserver(self._observedSegmentation, event, self._onMasksEdited)
-        self._observedSegmentation = segmentationNode.GetSegmentation() if segmentationNode else None
-        if self._observedSegmentation is not None:
-            self.addObserver(self._observedSegmentation, event, self._onMasksEdited)
-
-    def _onMasksEdited(self, caller=None, event=None) -> None:
-        self.logic.masksEdited = True
-
     def onEditMasks(self) -> None:
-        nodes = self.logic.resultNodes
+        nodes = self.session.result_nodes
         if nodes is None or nodes.segmentation is None:
             return
         slicer.util.selectModule("SegmentEditor")
@@ -406,10 +387,10 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRecompute(self) -> None:
         try:
             self._ensureDependencies()
-            worker = self.logic.startRecompute(
-                device=self._parameterNode.device.value, vertebrae=self.meanVertebrae(), caseId=self._currentCaseId()
+            worker = self.session.start_recompute(
+                device=self._parameterNode.device.value, vertebrae=self.meanVertebrae(), case_id=self._currentCaseId()
             )
-            self._startPolling(worker, "corrected")
+            self._startPolling(worker)
         except Exception as err:
             self._showError(_("The BMD could not be recomputed."), err)
 
@@ -439,7 +420,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- case list
 
     def _currentCaseId(self) -> str:
-        return self.logic.currentCaseId(self._parameterNode.inputVolume if self._parameterNode else None)
+        return self.session.current_case_id(self._parameterNode.inputVolume if self._parameterNode else None)
 
     def onOpenCaseFolder(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, _("Folder of CTs"))
@@ -454,7 +435,7 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _openCaseList(self, source: str) -> None:
         try:
             self._saveEditsOfCurrentCase()
-            caseList = self.logic.openCaseList(source)
+            caseList = self.session.open_case_list(source)
             self.ui.caseSourceLabel.text = str(caseList.source)
             self.ui.groundTruthDirectoryButton.directory = str(caseList.ground_truth_dir)
             self._loadCurrentCase()
@@ -462,43 +443,43 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showError(_("The case list could not be opened."), err)
 
     def onPreviousCase(self) -> None:
-        if self.logic.caseList is not None:
-            self.onCaseChosen(self.logic.caseList.current_index - 1)
+        if self.session.case_list is not None:
+            self.onCaseChosen(self.session.case_list.current_index - 1)
 
     def onNextCase(self) -> None:
-        if self.logic.caseList is not None:
-            self.onCaseChosen(self.logic.caseList.current_index + 1)
+        if self.session.case_list is not None:
+            self.onCaseChosen(self.session.case_list.current_index + 1)
 
     def onCaseChosen(self, index: int) -> None:
         try:
             self._saveEditsOfCurrentCase()
-            self.logic.caseList.go_to(index)
+            self.session.case_list.go_to(index)
             self._loadCurrentCase()
         except Exception as err:
             self._showError(_("The case could not be opened."), err)
 
     def _saveEditsOfCurrentCase(self) -> None:
-        saved = self.logic.keepMaskEdits()
+        saved = self.session.keep_mask_edits()
         if saved:
             self.ui.statusLabel.text = _("Your mask edits were kept in {path}.").format(path=saved)
 
     def _loadCurrentCase(self) -> None:
         slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
         try:
-            volumeNode, restoredEdits = self.logic.loadCurrentCase()
+            volumeNode, restoredEdits = self.session.load_current_case()
         finally:
             slicer.app.restoreOverrideCursor()
         self._parameterNode.inputVolume = volumeNode
-        self.ui.caseIdLineEdit.text = self.logic.caseList.current.case_id
-        self._showResult(self.logic.resultNodes)
-        if self.logic.resultNodes is None:
+        self.ui.caseIdLineEdit.text = self.session.case_list.current.case_id
+        self._showResult(self.session.result_nodes)
+        if self.session.result_nodes is None:
             slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
         self._onCaseStatusChanged()
         if restoredEdits:
             self.ui.statusLabel.text = _("Your earlier mask edits were restored: press Recompute BMD.")
 
     def _onCaseStatusChanged(self) -> None:
-        caseList = self.logic.caseList
+        caseList = self.session.case_list
         if caseList is None:
             self._updateButtons()
             return
@@ -525,45 +506,47 @@ class OsteoBMDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class OsteoBMDLogic(ScriptedLoadableModuleLogic):
-    """Everything the panel does, callable without the panel (scripts, the self-test)."""
+    """Builds the Qt-free measurement session (OsteoBMDLib.session: everything the panel does,
+    callable from scripts) on Slicer's scene, and keeps what needs the application: installing
+    packages, settings, and the reader's language for the session's errors."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.resultNodes = None  # OsteoBMDLib.results_to_scene.ResultNodes
-        self.caseList = None  # OsteoBMDLib.case_list.CaseList
-        self.masksEdited = False
-        self._caseNodes = []
-        self._tempDir = None
-        self._runCtPath = None
-        self._runVolumeNode = None
+        titles = {"Vertebra": _("Vertebra"), "BMD": _("BMD (mg/cm³)"), "Class": _("Class"), "Valid": _("Valid"),
+                  "Reasons": _("Reasons"), "Patch centre": _("Patch centre (RAS mm)"),
+                  "Corrected mask": _("From corrected mask")}
+        self.session = MeasurementSession(
+            slicer.mrmlScene, shutil.which("PythonSlicer"), weights_dir=self.weightsDirectory(),
+            work_dir=slicer.app.temporaryPath, pythonpath=MODULE_DIR, table_titles=titles)
 
     def getParameterNode(self):
         return OsteoBMDParameterNode(super().getParameterNode())
 
+    @staticmethod
+    def weightsDirectory() -> Optional[str]:
+        """The model weights shipped with the extension (None: the package's default)."""
+        return sessionlib.shipped_weights_dir(MODULE_DIR)
+
+    @staticmethod
+    def errorText(err: Exception) -> str:
+        """A session error in the reader's language; other errors as they are."""
+        texts = {
+            sessionlib.NO_VOLUME: _("Select a CT volume first."),
+            sessionlib.NO_PYTHON: _("Slicer's Python (PythonSlicer) was not found; reinstall Slicer."),
+            sessionlib.NOT_MEASURED: _("Measure the case first (Apply), then edit the masks."),
+            sessionlib.NOT_MEASURED_FOR_SAVE: _(
+                "Measure the case first (Apply), check or correct the masks, then save."),
+            sessionlib.MASKS_NOT_RECOMPUTED: _(
+                "The masks were edited after the last measurement: press Recompute BMD first, "
+                "so that the saved BMD matches the saved masks."),
+        }
+        return texts.get(getattr(err, "code", None), str(err))
+
     # ---------------------------------------------------------------- dependencies
 
     @staticmethod
-    def requirementsFile() -> str:
-        return os.path.join(MODULE_DIR, "Resources", "requirements.txt")
-
-    def missingRequirements(self) -> List[str]:
-        """Requirements not satisfied in Slicer's Python ('torch' first when missing)."""
-        import importlib.metadata
-        import importlib.util
-
-        from packaging.requirements import Requirement
-
-        missing = [] if importlib.util.find_spec("torch") else ["torch"]
-        with open(self.requirementsFile()) as f:
-            lines = [line.split("#")[0].strip() for line in f]
-        for line in filter(None, lines):
-            req = Requirement(line)
-            try:
-                if importlib.metadata.version(req.name) not in req.specifier:
-                    missing.append(line)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(line)
-        return missing
+    def missingRequirements() -> List[str]:
+        return sessionlib.missing_requirements(os.path.join(MODULE_DIR, "Resources", "requirements.txt"))
 
     def installRequirements(self) -> None:
         """PyTorch through the PyTorch extension's utilities, then the package's requirements."""
@@ -590,266 +573,17 @@ class OsteoBMDLogic(ScriptedLoadableModuleLogic):
             raise OsteoBMDError(_("These packages are still missing after the installation: {names}. "
                                   "Restart Slicer and try again.").format(names=", ".join(still)))
 
-    # ---------------------------------------------------------------- running the pipeline
-
-    @staticmethod
-    def pythonExecutable() -> str:
-        path = shutil.which("PythonSlicer")
-        if not path:
-            raise OsteoBMDError(_("Slicer's Python (PythonSlicer) was not found; reinstall Slicer."))
-        return path
-
-    @staticmethod
-    def weightsDirectory() -> Optional[str]:
-        """The model weights shipped with the extension (None: the package's default)."""
-        for candidate in (os.path.join(MODULE_DIR, "Resources", "model_weights"),
-                          os.path.join(os.path.dirname(MODULE_DIR), "model_weights")):
-            if os.path.isdir(candidate) and os.listdir(candidate):
-                return candidate
-        return None
-
-    def _scratch(self) -> str:
-        if self._tempDir is None or not os.path.isdir(self._tempDir):
-            self._tempDir = tempfile.mkdtemp(prefix="OsteoBMD-", dir=slicer.app.temporaryPath)
-        return self._tempDir
-
-    def outputDirectory(self, caseId: str, kind: str) -> str:
-        if self.caseList is not None:
-            return str(self.caseList.output_dir(self.caseList.current, kind))
-        return os.path.join(self._scratch(), caseId, kind)
-
-    def _writeCt(self, volumeNode) -> str:
-        """The CT the worker reads: the node as Slicer shows it (so mask and CT grids agree)."""
-        from OsteoBMDLib import masks
-
-        path = os.path.join(self._scratch(), "input_ct.nrrd")
-        masks.write_volume(slicer.mrmlScene, volumeNode, path, compress=False)
-        self._runCtPath = path
-        return path
-
-    def _startWorker(self, ctPath: str, outDir: str, maskPath, device: str, vertebrae, caseId: str):
-        """Run into '<outDir>.running'; commitRun() moves it into place only when it succeeded,
-        so a failed or cancelled run leaves the earlier results as they were."""
-        from OsteoBMDLib.worker import PipelineWorker
-
-        runDir = outDir + ".running"
-        shutil.rmtree(runDir, ignore_errors=True)
-        os.makedirs(os.path.dirname(outDir), exist_ok=True)
-        worker = PipelineWorker(self.pythonExecutable(), ctPath, runDir, mask_path=maskPath, device=device,
-                                vertebrae=vertebrae, overwrite=True, weights_dir=self.weightsDirectory(),
-                                pythonpath=MODULE_DIR, extra_args=["--no-scene", "--case-id", caseId])
-        worker.cwd = os.path.dirname(outDir)
-        worker.finalDir = outDir
-        return worker.start()
-
-    def _removeRunCt(self) -> None:
-        if self._runCtPath and os.path.exists(self._runCtPath):
-            os.remove(self._runCtPath)
-        self._runCtPath = None
-
-    def commitRun(self, worker) -> str:
-        """Move a finished run's folder to its final place (replacing the earlier results)."""
-        self._removeRunCt()
-        final = worker.finalDir
-        old = final + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(final):
-            os.replace(final, old)
-        os.replace(worker.out_dir, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    def discardRun(self, worker) -> None:
-        self._removeRunCt()
-        shutil.rmtree(worker.out_dir, ignore_errors=True)
-
-    def startMeasurement(self, volumeNode, device: str = "auto", vertebrae=("L1", "L2", "L3"), caseId: str = "case"):
-        if volumeNode is None or volumeNode.GetImageData() is None:
-            raise OsteoBMDError(_("Select a CT volume first."))
-        if self.resultNodes is not None and self.resultNodes.ct is not volumeNode:
-            self.forgetResults()
-        self._runVolumeNode = volumeNode
-        ctPath = self._writeCt(volumeNode)
-        return self._startWorker(ctPath, self.outputDirectory(caseId, "auto"), None, device, vertebrae, caseId)
-
-    def startRecompute(self, device: str = "auto", vertebrae=("L1", "L2", "L3"), caseId: str = "case"):
-        """Measure again from the segmentation as it is now (the reader's corrected masks)."""
-        from OsteoBMDLib import masks
-
-        nodes = self.resultNodes
-        if nodes is None or nodes.segmentation is None:
-            raise OsteoBMDError(_("Measure the case first (Apply), then edit the masks."))
-        outDir = self.outputDirectory(caseId, "corrected")
-        maskPath = os.path.join(os.path.dirname(outDir), "corrected_mask.nrrd")
-        masks.export_mask_file(slicer.mrmlScene, nodes.segmentation, nodes.ct, maskPath)
-        ctPath = self._writeCt(nodes.ct)
-        return self._startWorker(ctPath, outDir, maskPath, device, vertebrae, caseId)
-
-    def loadMeasurement(self, outDir: str, corrected: bool = False):
-        """Read a finished run into the scene (a recompute keeps the reader's segmentation)."""
-        from OsteoBMDLib import case_list, results_to_scene
-
-        parameterNode = self.getParameterNode()
-        ctNode = self.resultNodes.ct if self.resultNodes is not None else (
-            self._runVolumeNode or parameterNode.inputVolume)
-        self.resultNodes = results_to_scene.load_results(
-            slicer.mrmlScene, outDir, ct_node=ctNode, previous=self.resultNodes,
-            update_segmentation=not corrected, table_titles=self.tableTitles(),
-        )
-        self.masksEdited = False
-        parameterNode.outputDirectory = outDir
-        if self.resultNodes.segmentation is not None and not corrected:
-            self.resultNodes.segmentation.CreateClosedSurfaceRepresentation()
-        if self.caseList is not None:
-            if corrected:
-                self.caseList.set_status(self.caseList.current, case_list.STATUS_CORRECTED)
-            else:
-                self.caseList.advance_status(self.caseList.current, case_list.STATUS_MEASURED)
-        return self.resultNodes
-
-    @staticmethod
-    def tableTitles() -> dict:
-        return {"Vertebra": _("Vertebra"), "BMD": _("BMD (mg/cm³)"), "Class": _("Class"), "Valid": _("Valid"),
-                "Reasons": _("Reasons"), "Patch centre": _("Patch centre (RAS mm)"),
-                "Corrected mask": _("From corrected mask")}
-
-    def showInViews(self) -> None:
-        from OsteoBMDLib import results_to_scene
-
-        if self.resultNodes is not None:
-            results_to_scene.show_results(slicer.mrmlScene, self.resultNodes)
-
-    def jumpToVertebra(self, name: str) -> bool:
-        from OsteoBMDLib import results_to_scene
-
-        if self.resultNodes is None or name not in VERTEBRAE:
-            return False
-        center = results_to_scene.vertebra_center_ras(self.resultNodes.result, name)
-        if center is None:
-            return False
-        results_to_scene.jump_slices_to(slicer.mrmlScene, center)
-        return True
-
-    def hasReaderMasks(self) -> bool:
-        """True when the segmentation holds masks the reader edited (measured or not)."""
-        nodes = self.resultNodes
-        return nodes is not None and (self.masksEdited or nodes.result.mask_source == "user")
-
-    def forgetResults(self) -> None:
-        self.resultNodes = None
-        self.masksEdited = False
-
     # ---------------------------------------------------------------- ground truth
 
-    def defaultGroundTruthDirectory(self) -> str:
+    @staticmethod
+    def defaultGroundTruthDirectory() -> str:
         settings = qt.QSettings()
         return settings.value("OsteoBMD/GroundTruthDirectory", os.path.join(os.path.expanduser("~"), "OsteoBMD-DATA"))
 
     def saveGroundTruth(self, dataDir: str, caseId: str, overwrite: bool = False) -> str:
-        from OsteoBMDLib import case_list, ground_truth
-
-        nodes = self.resultNodes
-        if nodes is None or nodes.segmentation is None:
-            raise OsteoBMDError(_("Measure the case first (Apply), check or correct the masks, then save."))
-        if self.masksEdited:
-            raise OsteoBMDError(_("The masks were edited after the last measurement: press Recompute BMD first, "
-                                  "so that the saved BMD matches the saved masks."))
-        folder = ground_truth.save_ground_truth(
-            slicer.mrmlScene, dataDir, caseId, nodes.ct, nodes.segmentation, result=nodes.result,
-            corrected=nodes.result.mask_source == "user", overwrite=overwrite,
-        )
+        folder = self.session.save_ground_truth(dataDir, caseId, overwrite=overwrite)
         qt.QSettings().setValue("OsteoBMD/GroundTruthDirectory", str(dataDir))
-        if self.caseList is not None:
-            self.caseList.set_status(self.caseList.current, case_list.STATUS_SAVED)
-        return str(folder)
-
-    # ---------------------------------------------------------------- case list
-
-    def currentCaseId(self, volumeNode=None) -> str:
-        from OsteoBMDLib import case_list
-
-        if self.caseList is not None:
-            return self.caseList.current.case_id
-        if volumeNode is None:
-            return "case"
-        storage = volumeNode.GetStorageNode()
-        fileName = storage.GetFileName() if storage is not None else None
-        if fileName and not volumeNode.GetAttribute("DICOM.instanceUIDs"):
-            return case_list.safe_case_id(os.path.basename(fileName).split(".")[0])
-        # Loaded from DICOM or made in the scene: no name that could carry patient data.
-        import hashlib
-
-        uids = volumeNode.GetAttribute("DICOM.instanceUIDs") or volumeNode.GetID()
-        return "case-" + hashlib.sha1(uids.encode()).hexdigest()[:10]
-
-    def openCaseList(self, source: str):
-        from OsteoBMDLib.case_list import CaseList
-
-        caseList = CaseList.open(source)
-        caseList.save()
-        if self.caseList is None:
-            # Results made before the case list stay in the scene as they are (not a case's).
-            self.forgetResults()
-            self._caseNodes = []
-        self.caseList = caseList
-        return caseList
-
-    def keepMaskEdits(self) -> Optional[str]:
-        """Before leaving a case: write masks edited since the last measurement to its folder."""
-        from OsteoBMDLib import masks
-
-        if self.caseList is None or self.resultNodes is None or not self.masksEdited:
-            return None
-        path = os.path.join(str(self.caseList.work_dir), self.caseList.current.case_id, "edited_mask.nrrd")
-        masks.export_mask_file(slicer.mrmlScene, self.resultNodes.segmentation, self.resultNodes.ct, path)
-        self.masksEdited = False
-        return path
-
-    def _removeCaseNodes(self) -> None:
-        nodes = self.resultNodes
-        if nodes is not None:
-            for node in [nodes.labelmap, nodes.segmentation, nodes.table, nodes.patch_labelmap,
-                         *nodes.patch_rois.values()]:
-                if node is not None and node.GetScene() is not None:
-                    slicer.mrmlScene.RemoveNode(node)
-        for node in self._caseNodes:
-            if node is not None and node.GetScene() is not None:
-                slicer.mrmlScene.RemoveNode(node)
-        self._caseNodes = []
-        self.forgetResults()
-
-    def loadCurrentCase(self):
-        """Load the current case's CT and its latest results; returns (volume, edits restored)."""
-        from OsteoBMDLib import results_to_scene
-
-        entry = self.caseList.current
-        self._removeCaseNodes()
-        if os.path.isdir(entry.ct_path):
-            import sitkUtils
-            from osteobmd.io import read_ct
-
-            volumeNode = sitkUtils.PushVolumeToSlicer(read_ct(entry.ct_path), name=entry.case_id)
-        else:
-            volumeNode = slicer.util.loadVolume(entry.ct_path, {"name": entry.case_id})
-        self._caseNodes.append(volumeNode)
-        restored = False
-        for kind in ("corrected", "auto"):
-            outDir = self.caseList.output_dir(entry, kind)
-            if os.path.exists(os.path.join(outDir, "results.json")):
-                self.getParameterNode().inputVolume = volumeNode
-                self.resultNodes = results_to_scene.load_results(
-                    slicer.mrmlScene, str(outDir), ct_node=volumeNode, table_titles=self.tableTitles())
-                edited = os.path.join(str(self.caseList.work_dir), entry.case_id, "edited_mask.nrrd")
-                if os.path.exists(edited) and os.path.getmtime(edited) > os.path.getmtime(
-                        os.path.join(outDir, "results.json")):
-                    labelmap = results_to_scene.load_labelmap(slicer.mrmlScene, edited, entry.case_id + " edited")
-                    results_to_scene.labelmap_to_segmentation(
-                        slicer.mrmlScene, labelmap, volumeNode, segmentation_node=self.resultNodes.segmentation)
-                    slicer.mrmlScene.RemoveNode(labelmap)
-                    self.masksEdited = True
-                    restored = True
-                break
-        return volumeNode, restored
+        return folder
 
 
 #
@@ -908,19 +642,19 @@ class OsteoBMDTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.ui.applyButton.text, _("Cancel"))
         widget.onApplyButton()  # Cancel: the process tree ends, nothing is loaded
         self._waitFor(widget)
-        self.assertIsNone(widget.logic.resultNodes)
+        self.assertIsNone(widget.session.result_nodes)
         self.assertEqual(widget.ui.applyButton.text, _("Apply"))
 
         widget.onApplyButton()
         self.assertTrue(widget._running())
         self._waitFor(widget)
-        nodes = widget.logic.resultNodes
+        nodes = widget.session.result_nodes
         self.assertIsNotNone(nodes)
         segmentation = nodes.segmentation.GetSegmentation()
         self.assertEqual(sorted(segmentation.GetNthSegment(i).GetName()
                                 for i in range(segmentation.GetNumberOfSegments())), list(VERTEBRAE))
         self.assertEqual(nodes.table.GetNumberOfRows(), len(VERTEBRAE) + 1)
-        self.assertTrue(widget.logic.jumpToVertebra("L2"))
+        self.assertTrue(widget.session.jump_to_vertebra("L2"))
 
         self.delayDisplay("Edit L2 and recompute")
         labelmap = masks.export_vertebra_labelmap(slicer.mrmlScene, nodes.segmentation, nodes.ct)
@@ -936,7 +670,7 @@ class OsteoBMDTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.RemoveNode(labelmap)
         widget.onRecompute()
         self._waitFor(widget)
-        result = widget.logic.resultNodes.result
+        result = widget.session.result_nodes.result
         self.assertEqual(result.mask_source, "user")
         self.assertTrue(all(v.from_corrected_mask for v in result.vertebrae))
 
@@ -951,11 +685,11 @@ class OsteoBMDTest(ScriptedLoadableModuleTest):
         casesDir = tempfile.mkdtemp(prefix="OsteoBMDCases-")
         shutil.copy(samplePath, os.path.join(casesDir, "sample.nii.gz"))
         widget._openCaseList(casesDir)
-        self.assertEqual(widget.logic.caseList.current.status, case_list.STATUS_NEW)
+        self.assertEqual(widget.session.case_list.current.status, case_list.STATUS_NEW)
         widget.onApplyButton()
         self._waitFor(widget)
         self.assertEqual(case_list.CaseList.open(casesDir).current.status, case_list.STATUS_MEASURED)
-        widget.logic.caseList = None
+        widget.session.case_list = None
         shutil.rmtree(dataDir, ignore_errors=True)
         shutil.rmtree(casesDir, ignore_errors=True)
         self.delayDisplay("Test passed")

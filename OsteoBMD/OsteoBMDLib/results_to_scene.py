@@ -113,13 +113,14 @@ def _read_volume(scene, path: str, class_name: str, name: str, node=None):
     return node
 
 
-def load_ct(scene, ct_path: str, name: Optional[str] = None):
-    """Read a CT file (NRRD, NIfTI, MHA) into a scalar volume node."""
+def load_ct(scene, ct_path: str, name: Optional[str] = None, method_window: bool = True):
+    """Read a CT file (NRRD, NIfTI, MHA) into a scalar volume node, shown in the method's
+    window (``method_window=False``: the automatic window Slicer gives a loaded volume)."""
     if name is None:
         name = "CT"
     node = _read_volume(scene, str(ct_path), "vtkMRMLScalarVolumeNode", name)
     display = node.GetDisplayNode()
-    if display is not None:
+    if display is not None and method_window:
         display.AutoWindowLevelOff()
         display.SetWindowLevel(1000, 350)  # the method's window: WL 350 / WW 1000
     return node

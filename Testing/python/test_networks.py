@@ -15,7 +15,7 @@ def test_r2unet_default_shape_and_parameters():
     assert model.widths == DEFAULT_WIDTHS == (16, 32, 64, 128, 256)
     assert model.t == 2
     # enc 1,617,344 + dec 611,045 (1x1 in*w+w, two recurrent convs 2*(9w^2+2w), up 4ds+2s, head)
-    assert count_parameters(model) == 2_228_389
+    assert count_parameters(model) == 2_234_277
     assert model.required_multiple == model.size_multiple == 16
     with torch.inference_mode():
         out = model(torch.rand(2, 1, 64, 96))
@@ -24,7 +24,7 @@ def test_r2unet_default_shape_and_parameters():
 
 def test_r2unet_paper_widths_parameter_count():
     model = R2UNet(widths=PAPER_WIDTHS)
-    assert count_parameters(model) == 35_603_077
+    assert count_parameters(model) == 35_626_629
 
 
 @pytest.mark.parametrize("widths, size", [((8, 16, 32), (20, 36)), ((4, 8, 16, 32, 64, 128), (64, 96))])
@@ -53,7 +53,9 @@ def test_t2_differs_from_t1_with_the_same_weights():
     torch.manual_seed(1)
     t2 = R2UNet(widths=(4, 8, 16), t=2).eval()
     t1 = R2UNet(widths=(4, 8, 16), t=1).eval()
-    t1.load_state_dict(t2.state_dict())  # shared recurrent weights: identical parameter sets
+    # Same convolutions; t=2 has one more per-step BatchNorm, which t=1 does not use.
+    missing, unexpected = t1.load_state_dict(t2.state_dict(), strict=False)
+    assert not missing and all(".norms.2." in k for k in unexpected)
     x = torch.rand(1, 1, 32, 32)
     with torch.inference_mode():
         assert not torch.allclose(t2(x), t1(x))
@@ -62,6 +64,17 @@ def test_t2_differs_from_t1_with_the_same_weights():
         block1 = t1.encoders[0].rcnn[0]
         h = torch.rand(1, 4, 16, 16)
         assert not torch.allclose(block2(h), block1(h))
+
+
+def test_each_recurrent_step_keeps_its_own_normalisation_statistics():
+    """A shared BN's running stats fit none of the steps: eval mode then lost every foreground pixel."""
+    torch.manual_seed(0)
+    unit = R2UNet(widths=(4, 8, 16), t=2).encoders[0].rcnn[0].train()
+    for _ in range(20):
+        unit(torch.rand(2, 4, 16, 16))
+    means = [norm.running_mean for norm in unit.norms]
+    assert len(means) == 3
+    assert not torch.allclose(means[0], means[2], atol=1e-3)
 
 
 def test_rrcnn_block_is_residual_over_the_1x1_projection():

@@ -55,23 +55,28 @@ PAPER_WIDTHS: Tuple[int, ...] = (64, 128, 256, 512, 1024)
 
 
 class RecurrentConv(nn.Module):
-    """Recurrent convolutional layer: one 3x3 conv + BN + ReLU unfolded over t steps."""
+    """Recurrent convolutional layer: one 3x3 conv (shared weights) unfolded over t steps.
+
+    Each step has its own BatchNorm: the step inputs (x, x + h1, x + h2) have different
+    statistics, and one shared BN's running averages fit none of them, so the network
+    worked in training mode but predicted only background in eval mode (measured here).
+    Per-step normalisation is the recurrent-BN remedy (Cooijmans et al. 2016); the
+    recurrence, the shared 3x3 kernel, stays as in R2U-Net.
+    """
 
     def __init__(self, channels: int, t: int = 2):
         super().__init__()
         if t < 0:
             raise ValueError(f"t must be >= 0, got {t}")
         self.t = int(t)
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(self.t + 1))
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
-        for _ in range(self.t):
-            h = self.conv(x + h)
+        h = self.act(self.norms[0](self.conv(x)))
+        for step in range(1, self.t + 1):
+            h = self.act(self.norms[step](self.conv(x + h)))
         return h
 
 
