@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+import numpy as np
+
 from .config import VERTEBRA_NAMES
 from .patches import VertebraGeometry
 
@@ -15,6 +17,8 @@ from .patches import VertebraGeometry
 # wide bounds, so only masks that are clearly not one vertebral body are flagged.
 MIN_AREA_MM2, MAX_AREA_MM2 = 250.0, 2800.0
 MIN_HEIGHT_MM, MAX_HEIGHT_MM = 12.0, 50.0
+# Centre-to-centre distance of neighbouring lumbar bodies (body + disc: adult ~30-42 mm).
+MIN_PITCH_MM, MAX_PITCH_MM = 18.0, 55.0
 # Trabecular BMD outside this range is not a measurement of bone.
 MIN_BMD, MAX_BMD = -20.0, 400.0
 
@@ -36,12 +40,21 @@ def geometry_reasons(geometry: Dict[str, VertebraGeometry]) -> Dict[str, List[st
             reasons[name].append(
                 f"implausible size: height {g.height_mm:.0f} mm (expected {MIN_HEIGHT_MM:.0f}-{MAX_HEIGHT_MM:.0f})"
             )
-    # L1 lies above L2 above L3 above L4 (LPS z grows superior).
+    # L1 lies above L2 above L3 above L4 (LPS z grows superior), one vertebra apart.
     present = [n for n in VERTEBRA_NAMES if n in geometry]
     for upper, lower in zip(present, present[1:]):
         if geometry[upper].center_lps_mm[2] <= geometry[lower].center_lps_mm[2]:
             for n in (upper, lower):
                 reasons[n].append(f"labels out of order: {upper} is not above {lower}")
+            continue
+        steps = VERTEBRA_NAMES.index(lower) - VERTEBRA_NAMES.index(upper)
+        gap = float(np.linalg.norm(geometry[upper].center_lps_mm - geometry[lower].center_lps_mm))
+        if not MIN_PITCH_MM * steps <= gap <= MAX_PITCH_MM * steps:
+            for n in (upper, lower):
+                reasons[n].append(
+                    f"labels not one vertebra apart: {upper} and {lower} centres are {gap:.0f} mm apart "
+                    f"(expected {MIN_PITCH_MM * steps:.0f}-{MAX_PITCH_MM * steps:.0f}); a level may be skipped or misnamed"
+                )
     return reasons
 
 

@@ -1,7 +1,7 @@
 """OsteoBMDLib on real slicer-core scenes and a real pipeline output of the sample CT.
 
 The scene tests need slicer-core (extra `slicer`) and a pipeline that can produce results
-(`pipeline_output` in conftest.py skips, saying why, while it cannot). The case-list and
+(`pipeline_output` in conftest.py: the shipped weights on the sample CT). The case-list and
 worker tests need neither.
 """
 

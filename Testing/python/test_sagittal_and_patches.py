@@ -82,3 +82,14 @@ def test_validity_missing_order_and_size():
     g["L3"].sagittal_area_mm2 = 50.0
     assert any("implausible size" in r for r in geometry_reasons(g)["L3"])
     assert bmd_reasons(120.0) == [] and bmd_reasons(900.0)
+
+
+def test_validity_flags_a_skipped_level():
+    """Labels 'L2' and 'L3' three bodies apart: a level between them is unlabelled or misnamed."""
+    ct, labels = make_toy_ct((2.0, 2.0, 2.0))
+    g = vertebra_geometry(mid_sagittal_labels(labels))
+    assert all(r == [] for r in geometry_reasons(g).values())
+    g["L3"].center_lps_mm = g["L3"].center_lps_mm - np.array([0.0, 0.0, 80.0])
+    reasons = geometry_reasons(g)
+    assert any("one vertebra apart" in r for r in reasons["L2"] + reasons["L3"])
+    assert reasons["L1"] == []

@@ -11,7 +11,7 @@ What runs here without trained weights:
 - the helpers (requirements, weights folder, volumes from SimpleITK images, case ids).
 
 The real pipeline through the session needs trained weights: it uses conftest's
-``pipeline_output`` fixture, which skips (saying why) while none are installed.
+``pipeline_output`` fixture (the shipped weights on the sample CT).
 """
 
 import argparse
