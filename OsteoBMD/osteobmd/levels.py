@@ -64,6 +64,8 @@ def check_levels(labels2d: np.ndarray, spacing_zy: Tuple[float, float]) -> Level
         return 0 < gap <= MAX_STEP_RATIO * step * n_steps
 
     seen, problems = [], []
+    if steps.max() > MAX_STEP_RATIO * steps.min():
+        problems.append("the L1-L4 labels are not evenly spaced (a level between them is unlabelled or misnamed)")
     z_l4 = c.get(LABEL_OF["L4"], (None,))[0]
     if "sacrum" in anchors:
         seen.append("sacrum")
@@ -86,7 +88,7 @@ def check_levels(labels2d: np.ndarray, spacing_zy: Tuple[float, float]) -> Level
         elif not follows(anchors["T12"][0], z_l1):
             problems.append("T12 does not lie directly above L1")
     anchor = "+".join(seen) if seen else "none"
-    if not seen:
+    if not seen and not problems:
         return LevelCheck(anchor, None, [
             "Neither the sacrum nor T12 is in view: the levels are named without an anatomical anchor; "
             "confirm L1-L4 on the sagittal view."

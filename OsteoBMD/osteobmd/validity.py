@@ -55,6 +55,12 @@ def geometry_reasons(geometry: Dict[str, VertebraGeometry]) -> Dict[str, List[st
                     f"labels not one vertebra apart: {upper} and {lower} centres are {gap:.0f} mm apart "
                     f"(expected {MIN_PITCH_MM * steps:.0f}-{MAX_PITCH_MM * steps:.0f}); a level may be skipped or misnamed"
                 )
+    # A broken chain means the names are unreliable on both sides of the break: none is trusted.
+    broken = [n for n in present if any(r.startswith(("labels out of order", "labels not one vertebra")) for r in reasons[n])]
+    if broken:
+        for n in present:
+            if n not in broken:
+                reasons[n].append(f"level names unreliable: the labels break between {broken[0]} and {broken[-1]}")
     return reasons
 
 

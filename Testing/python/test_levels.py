@@ -47,3 +47,9 @@ def test_tiny_anchor_specks_are_ignored():
     img = as_z_up([1, 2, 3, 4])
     img[10:12, 20:22] = 6  # four pixels of "sacrum"
     assert check_levels(img, SPACING).anchor == "none"
+
+
+def test_uneven_spacing_is_doubted_even_with_anchors():
+    # T12 L1 | (two unlabelled bodies) | L2 L3 ... : the sacrum chain alone would look fine.
+    check = check_levels(as_z_up([1, 2, 0, 0, 3, 4, 5, 6]), SPACING)
+    assert check.consistent is False and "evenly spaced" in check.messages[0]
