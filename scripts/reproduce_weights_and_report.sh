@@ -20,18 +20,33 @@ for v in A B C; do
   seed0=$((seed0 + 100000))
 done
 
-# 2. Training (seeded; checkpoints every 20 epochs and logs under model_weights/training_*/).
-"$BIN/osteobmd" train segmentation "$DATA/train_A" --out model_weights \
-  --widths 8,16,32,64,128 --epochs 30 --samples-per-epoch 512 --batch-size 8 --seed 0 --threads 2
-"$BIN/osteobmd" train regression "$DATA/train_A" --out model_weights --epochs 30 --jitter 4 --seed 0
+# 2. Training (seeded; checkpoints and logs under model_weights/training_*/). The shipped
+#    segmentation run was 12 epochs, then resumed to 20 (the cosine schedule restarts on resume).
+"$BIN/osteobmd" train segmentation "$DATA/train_A" --out model_weights --widths 8,16,32,64,128 \
+  --epochs 12 --samples-per-epoch 512 --batch-size 8 --lr 0.002 --checkpoint-every 6 --seed 0 --threads 2
+"$BIN/osteobmd" train segmentation "$DATA/train_A" --out model_weights --epochs 20 --threads 2 \
+  --resume model_weights/training_segmentation
+"$BIN/osteobmd" train regression "$DATA/train_A" --out model_weights --epochs 15 --jitter 4 --seed 0 --threads 1
 
-# 3. Measure the test cohorts (raw HU, and with the internal air/fat calibration) and evaluate.
+# 3. Measure the test cohorts and evaluate (BMD and, on the sagittal slab, segmentation).
+mkdir -p "$REPORT"
 for v in A B C; do
-  for cal in none internal; do
-    runs="$DATA/runs/test_${v}_$cal"
-    "$BIN/osteobmd" batch "$DATA/test_$v" --out "$runs" --workers "$WORKERS" --calibration "$cal" --no-scene
-    "$BIN/osteobmd" evaluate "$runs" --reference "$DATA/test_$v/reference.csv" \
-      --labels-pred "$runs" --labels-ref "$DATA/test_$v" --out "$REPORT/test_${v}_$cal" --overwrite
+  runs="$DATA/runs/test_${v}_none"
+  "$BIN/osteobmd" batch "$DATA/test_$v" --out "$runs" --workers "$WORKERS" --no-scene
+  "$BIN/osteobmd" evaluate "$runs" --reference "$DATA/test_$v/reference.csv" \
+    --labels-pred "$runs" --labels-ref "$DATA/test_$v" --out "$REPORT/test_${v}_none" --overwrite
+done
+# 4. The other vendors again with the internal (air/fat) HU calibration, on the same predicted
+#    masks (--mask), so only the calibration differs.
+for v in B C; do
+  csv="$DATA/runs/masks_$v.csv"
+  echo "case_id,path,mask" > "$csv"
+  for c in "$DATA/test_$v"/case_*; do
+    n=$(basename "$c")
+    [ -f "$DATA/runs/test_${v}_none/$n/labels.nrrd" ] && echo "$n,$c/ct.nrrd,$DATA/runs/test_${v}_none/$n/labels.nrrd" >> "$csv"
   done
+  "$BIN/osteobmd" batch "$csv" --out "$DATA/runs/test_${v}_internal" --workers "$WORKERS" --calibration internal --no-scene
+  "$BIN/osteobmd" evaluate "$DATA/runs/test_${v}_internal" --reference "$DATA/test_$v/reference.csv" \
+    --out "$REPORT/test_${v}_internal" --overwrite
 done
 "$BIN/python" scripts/summarize_evaluation.py "$REPORT" > "$REPORT/README.md"

@@ -26,7 +26,7 @@ def row(name: str, r: dict) -> str:
     ba = r.get("bland_altman") or {}
     loa = f"{fmt(ba.get('loa_low'), '{:.1f}')} ... {fmt(ba.get('loa_high'), '{:.1f}')}"
     valid = fmt(r.get("valid_share"), "{:.0%}")
-    return (f"| {name} | {r.get('n_cases', '-')} | {dsc} | {valid} | {fmt(r.get('pearson_r'))} | "
+    return (f"| {name} | {r.get('n_cases', '-')} | {r.get('n_failed', 0)} | {dsc} | {valid} | {fmt(r.get('pearson_r'))} | "
             f"{fmt(ba.get('bias'), '{:+.1f}')} | {loa} | {fmt(r.get('kappa_linear'))} | {fmt(r.get('accuracy'), '{:.0%}')} |")
 
 
@@ -36,9 +36,9 @@ def main(folder: Path) -> None:
           "`report.json`, `report.md` and plots. Test cohorts are held apart from training (other seeds); "
           "vendor A is the training scanner, B reads low and C reads high. `internal` = the patient's air and "
           "fat calibrate HU before the regression.\n")
-    print("| cohort | n | DSC L1 / L2 / L3 / L4 | valid cases | mean-BMD r | bias (mg/cm³) | LoA (mg/cm³) | "
-          "kappa (linear) | class accuracy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| cohort | cases measured | no valid result | DSC L1 / L2 / L3 / L4 (sagittal slab) | valid cases (all DSC > 0.5) | "
+          "mean-BMD r | bias (mg/cm³) | LoA (mg/cm³) | kappa (linear) | class accuracy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for report in sorted(folder.glob("test_*/report.json")):
         print(row(report.parent.name, json.loads(report.read_text())))
     print("\nThe paper (METHOD.md section 6), on patients:\n")

@@ -79,6 +79,10 @@ def _plt():
     return plt
 
 
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _bmd_text(v) -> str:
     return "-" if v.bmd_mg_cm3 is None else f"{v.bmd_mg_cm3:.0f}"
 
@@ -161,7 +165,7 @@ def draw_overview_png(result: CaseResult, ct: sitk.Image, labels: sitk.Image, pa
     tax.axis("off")
     rows = []
     for v in result.vertebrae:
-        status = "ok" if v.valid else "; ".join(v.reasons)[:38]
+        status = "ok" if v.valid else _short("; ".join(v.reasons), 30)
         rows.append([v.name, _bmd_text(v), "yes" if v.name in result.mean_vertebrae and v.valid else "no", status])
     table = tax.table(cellText=rows, colLabels=["level", "BMD mg/cm³", "in mean", "check"],
                       loc="upper center", cellLoc="left", colWidths=[0.13, 0.22, 0.15, 0.55])

@@ -51,9 +51,16 @@ class Patch:
 
 def vertebra_geometry(labels: sitk.Image) -> Dict[str, VertebraGeometry]:
     """Centre (largest connected component's centroid, LPS mm), area and height per label."""
-    lab = sitk.GetArrayViewFromImage(labels)
+    full = sitk.GetArrayViewFromImage(labels)
     sx, sy, sz = labels.GetSpacing()
     out: Dict[str, VertebraGeometry] = {}
+    # Work in the labels' bounding box: a 512 x 512 x 400 volume is mostly background.
+    nonzero = [np.flatnonzero(full.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+    if any(idx.size == 0 for idx in nonzero):
+        return out
+    box = tuple(slice(idx[0], idx[-1] + 1) for idx in nonzero)
+    offset = np.array([idx[0] for idx in nonzero])
+    lab = np.asarray(full[box])
     for name, value in LABEL_OF.items():
         mask = lab == value
         if not mask.any():
@@ -63,7 +70,7 @@ def vertebra_geometry(labels: sitk.Image) -> Dict[str, VertebraGeometry]:
             sizes = np.bincount(components.ravel())
             sizes[0] = 0
             mask = components == int(np.argmax(sizes))
-        k, j, i = np.nonzero(mask)
+        k, j, i = (a + o for a, o in zip(np.nonzero(mask), offset))
         center = np.asarray(labels.TransformContinuousIndexToPhysicalPoint(
             (float(i.mean()), float(j.mean()), float(k.mean()))
         ))
