@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -143,17 +144,9 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Stand-alone entry (`python -m osteobmd.evaluation`), for use without the main CLI."""
-    import sys
+def main(argv=None) -> int:
+    """`python -m osteobmd.evaluation ...`: the same as `osteobmd evaluate ...` (one error handling)."""
+    from ..cli import main as osteobmd_main
 
-    from ..errors import OsteoBMDError
+    return osteobmd_main(["evaluate"] + list(sys.argv[1:] if argv is None else argv))
 
-    parser = argparse.ArgumentParser(prog="osteobmd")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except OsteoBMDError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code

@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+
 
 from ..config import CanalConfig, PatchConfig, SegmentationConfig
-from ..errors import OsteoBMDError
+
 
 
 def _widths(text: str):
@@ -141,16 +141,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     return train
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m osteobmd.training ...` (the same as `osteobmd train ...`)."""
-    parser = argparse.ArgumentParser(prog="python -m osteobmd.training")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train"] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        return int(args.handler(args) or 0)
-    except OsteoBMDError as err:
-        print(f"osteobmd: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("osteobmd: cancelled.", file=sys.stderr)
-        return 130
+def main(argv=None) -> int:
+    """`python -m osteobmd.training ...`: the same as `osteobmd train ...` (one error handling)."""
+    from ..cli import main as osteobmd_main
+
+    return osteobmd_main(["train"] + list(sys.argv[1:] if argv is None else argv))
+
