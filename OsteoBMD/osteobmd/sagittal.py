@@ -63,16 +63,21 @@ class SagittalGrid:
             prefilter=False,
         )
 
+    def _overlap(self):
+        """(resampled-frame slices, network-frame slices) of the part both frames hold."""
+        res, net = [], []
+        for off, n_res, n_out in zip(self.offset, self.resampled_shape, self.out_shape):
+            lo_net, lo_res = max(off, 0), max(-off, 0)
+            n = min(n_res - lo_res, n_out - lo_net)
+            res.append(slice(lo_res, lo_res + n))
+            net.append(slice(lo_net, lo_net + n))
+        return tuple(res), tuple(net)
+
     def _place(self, resampled: np.ndarray, fill: float) -> np.ndarray:
         """Pad or crop the resampled image into the network's frame."""
         out = np.full(self.out_shape, fill, dtype=resampled.dtype)
-        src, dst = [], []
-        for off, n_in, n_out in zip(self.offset, self.resampled_shape, self.out_shape):
-            lo_dst, lo_src = max(off, 0), max(-off, 0)
-            n = min(n_in - lo_src, n_out - lo_dst)
-            src.append(slice(lo_src, lo_src + n))
-            dst.append(slice(lo_dst, lo_dst + n))
-        out[tuple(dst)] = resampled[tuple(src)]
+        res, net = self._overlap()
+        out[net] = resampled[res]
         return out
 
     def image_to_network(self, image01: np.ndarray) -> np.ndarray:
@@ -89,13 +94,8 @@ class SagittalGrid:
         c = maps.shape[0]
         # Undo the placement: network frame -> resampled frame.
         resampled = np.zeros((c,) + tuple(self.resampled_shape), np.float32)
-        src, dst = [], []
-        for off, n_res, n_out in zip(self.offset, self.resampled_shape, self.out_shape):
-            lo_out, lo_res = max(off, 0), max(-off, 0)
-            n = min(n_res - lo_res, n_out - lo_out)
-            src.append(slice(lo_out, lo_out + n))
-            dst.append(slice(lo_res, lo_res + n))
-        resampled[(slice(None),) + tuple(dst)] = maps[(slice(None),) + tuple(src)]
+        res, net = self._overlap()
+        resampled[(slice(None),) + res] = maps[(slice(None),) + net]
         # Resampled frame -> input grid: input row r sits at resampled row r * s / spacing.
         scale = [s / self.spacing for s in self.in_spacing]
         return np.stack([

@@ -223,5 +223,27 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
+def run_summary(config, selected_epoch, selection: str, loss: str, selected: dict, last: dict,
+                device, seconds: float) -> dict:
+    """The part of a weights file's training record both trainers share."""
+    import platform
+
+    return {
+        "epochs": config.epochs,
+        "selected_epoch": selected_epoch,
+        "selection": selection,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "loss": loss,
+        "optimizer": f"Adam (weight decay {config.weight_decay}), cosine learning rate from {config.lr}",
+        "metrics": {k: v for k, v in selected.items() if k.startswith("val_")},
+        "last_epoch_metrics": {k: v for k, v in last.items() if k != "epoch"},
+        "device": str(device),
+        "torch": torch.__version__,
+        "platform": platform.platform(terse=True),
+        "seconds": round(seconds, 1),
+    }
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -12,7 +12,6 @@ class. The final weights are the epoch with the lowest validation MAE (or the la
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -30,7 +29,7 @@ from .augment import RegAugmentConfig, augment_patches
 from .common import (
     BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
     epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
-    save_state, seed_everything, set_lr, stderr_log, utc_now,
+    run_summary, save_state, seed_everything, set_lr, stderr_log, utc_now,
 )
 from .dataset import RegressionSamples, cases_fingerprint, find_cases, load_regression_samples, split_cases
 
@@ -284,19 +283,8 @@ def train_regression(
                 "patches_flagged_left_out": train.flagged + val.flagged,
                 "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
             },
-            "epochs": config.epochs,
-            "selected_epoch": selected_epoch,
-            "selection": "lowest validation MAE" if use_best else "last epoch",
-            "seed": config.seed,
-            "config": config.to_dict(),
-            "loss": "MSE on (bmd - offset) / scale",
-            "optimizer": f"Adam (weight decay {config.weight_decay}), cosine learning rate from {config.lr}",
-            "metrics": {k: v for k, v in selected.items() if k.startswith("val_")},
-            "last_epoch_metrics": {k: v for k, v in metrics.items() if k != "epoch"},
-            "device": str(torch_device),
-            "torch": torch.__version__,
-            "platform": platform.platform(terse=True),
-            "seconds": round(clock.seconds(), 1),
+            **run_summary(config, selected_epoch, "lowest validation MAE" if use_best else "last epoch",
+                          "MSE on (bmd - offset) / scale", selected, metrics, torch_device, clock.seconds()),
         },
     }
     weights_path = save_model(model, out_dir / REGRESSION_FILE, meta)

@@ -13,7 +13,6 @@ targets. The final weights are the best validation epoch's (or the last epoch's 
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -30,7 +29,7 @@ from .augment import SegAugmentConfig, augment_segmentation, label_row_extents
 from .common import (
     BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
     epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
-    save_state, seed_everything, set_lr, stderr_log, utc_now,
+    run_summary, save_state, seed_everything, set_lr, stderr_log, utc_now,
 )
 from .dataset import SegmentationSamples, cases_fingerprint, find_cases, load_segmentation_samples, split_cases
 
@@ -363,7 +362,7 @@ def train_segmentation(
         },
         "labels": {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)},
                    **({str(v): k for k, v in ANCHOR_CLASSES.items()} if config.anchors else {})},
-        "output": "logits (N, 5, H, W); softmax over the classes",
+        "output": f"logits (N, {num_classes}, H, W); softmax over the classes",
         "training": {
             "date": utc_now(),
             "data": {
@@ -374,19 +373,9 @@ def train_segmentation(
                 "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
                 "slab_source": sources,
             },
-            "epochs": config.epochs,
-            "selected_epoch": selected_epoch,
-            "selection": "best validation score (mean of full-view and limited-view Dice)" if use_best else "last epoch",
-            "seed": config.seed,
-            "config": config.to_dict(),
-            "loss": "softmax cross-entropy + soft Dice (L1..L4)",
-            "optimizer": f"Adam (weight decay {config.weight_decay}), cosine learning rate from {config.lr}",
-            "metrics": {k: v for k, v in selected.items() if k.startswith("val_")},
-            "last_epoch_metrics": {k: v for k, v in metrics.items() if k != "epoch"},
-            "device": str(torch_device),
-            "torch": torch.__version__,
-            "platform": platform.platform(terse=True),
-            "seconds": round(clock.seconds(), 1),
+            **run_summary(config, selected_epoch,
+                          "best validation score (mean of full-view and limited-view Dice)" if use_best else "last epoch",
+                          "softmax cross-entropy + soft Dice (L1..L4)", selected, metrics, torch_device, clock.seconds()),
         },
     }
     weights_path = save_model(model, out_dir / SEGMENTATION_FILE, meta)
