@@ -114,6 +114,13 @@ class Calibration:
             return a
         return (a * np.float32(self.slope) + np.float32(self.intercept)).astype(np.float32, copy=False)
 
+    @property
+    def spec(self) -> str:
+        """What the user asked for, in the form `parse_calibration` reads back."""
+        if self.requested == "linear":
+            return f"linear:{self.slope!r},{self.intercept!r}"
+        return "internal" if self.requested == "internal" else "none"
+
     def invert(self, hu):
         """Measured HU from calibrated HU (for display of thresholds in scanner HU)."""
         a = np.asarray(hu, dtype=np.float64)
@@ -154,20 +161,17 @@ def linear_calibration(slope: float, intercept: float, note: str = "") -> Calibr
                        note=note or f"user-given linear calibration HU' = {slope:g} * HU {intercept:+g}")
 
 
-def calibration_from_spec(spec: Optional[str], ct: Optional[sitk.Image] = None,
-                          spine_center_lps_mm: Optional[Sequence[float]] = None) -> Calibration:
-    """Parse the CLI's --calibration: "none", "internal" or "linear:SLOPE,INTERCEPT".
+def parse_calibration(spec: Optional[str]) -> Calibration:
+    """Parse the user's choice: "none", "internal" or "linear:SLOPE,INTERCEPT".
 
-    "internal" is estimated from `ct` when given; otherwise it comes back pending, to be
-    estimated later with `resolve_calibration(cal, ct, spine_center)`.
+    "internal" comes back pending: `resolve_calibration(cal, ct, spine_center)` estimates
+    it from each case's CT.
     """
     text = "none" if spec is None else str(spec).strip()
     low = text.lower()
     if low in ("", "none", "off"):
         return no_calibration()
     if low == "internal":
-        if ct is not None:
-            return estimate_internal_calibration(ct, spine_center_lps_mm)
         return Calibration(kind="internal", note="internal calibration: to be estimated from the CT")
     if low.startswith("linear"):
         _, sep, rest = text.partition(":")

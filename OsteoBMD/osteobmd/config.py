@@ -28,6 +28,9 @@ OSTEOPOROSIS_BELOW = 80.0
 NORMAL_ABOVE = 120.0
 CLASSES = ("osteoporosis", "osteopenia", "normal")
 
+# Decision: the paper's QCT averaged three vertebrae; the mean is over L1-L3 unless asked otherwise.
+DEFAULT_MEAN_VERTEBRAE: Tuple[str, ...] = ("L1", "L2", "L3")
+
 
 @dataclass
 class CanalConfig:
@@ -78,8 +81,7 @@ class PipelineConfig:
     canal: CanalConfig = field(default_factory=CanalConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
-    # Decision: the paper's QCT averaged three vertebrae; default mean over L1-L3.
-    mean_vertebrae: Tuple[str, ...] = ("L1", "L2", "L3")
+    mean_vertebrae: Tuple[str, ...] = DEFAULT_MEAN_VERTEBRAE
     device: str = "auto"
 
     def to_dict(self) -> dict:

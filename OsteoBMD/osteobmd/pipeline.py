@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from . import __version__
 from . import io as ctio
-from .calibration import Calibration, calibration_from_spec, estimate_internal_calibration
+from .calibration import Calibration, parse_calibration, resolve_calibration
 from .canal import detect_canal
 from .config import LABEL_OF, VERTEBRA_NAMES, PatchConfig, PipelineConfig, SegmentationConfig, classify_bmd
 from .errors import InputError, OutputExistsError
@@ -230,7 +230,4 @@ def trained_patch_config(meta: dict, patches: PatchConfig, window: SegmentationC
 
 
 def _calibration(spec: str, ct: sitk.Image, spine_center) -> Calibration:
-    cal = calibration_from_spec(spec or "none")
-    if cal.kind == "internal":
-        return estimate_internal_calibration(ct, spine_center)
-    return cal
+    return resolve_calibration(parse_calibration(spec), ct, spine_center)

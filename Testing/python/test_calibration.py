@@ -12,9 +12,9 @@ import SimpleITK as sitk
 from osteobmd.calibration import (
     Calibration,
     apply_calibration,
-    calibration_from_spec,
     estimate_internal_calibration,
     linear_calibration,
+    parse_calibration,
     resolve_calibration,
 )
 from osteobmd.errors import InputError
@@ -131,21 +131,21 @@ def test_real_sample_ct_needs_almost_no_correction():
 
 
 def test_spec_parsing():
-    assert calibration_from_spec("none").kind == "none"
-    assert calibration_from_spec(None).kind == "none"
-    pending = calibration_from_spec("internal")
+    assert parse_calibration("none").kind == "none"
+    assert parse_calibration(None).kind == "none"
+    pending = parse_calibration("internal")
     assert pending.kind == "internal" and pending.pending
     with pytest.raises(ValueError):
         pending.apply(np.zeros(2))
     resolved = resolve_calibration(pending, phantom(transform=(0.9, -15.0)))
     assert resolved.kind == "internal" and not resolved.pending
-    assert calibration_from_spec("Internal", ct=phantom()).kind == "internal"
-    lin = calibration_from_spec("linear:1.02,-3.5")
+    assert resolve_calibration(parse_calibration("Internal"), phantom()).kind == "internal"
+    lin = parse_calibration("linear:1.02,-3.5")
     assert (lin.kind, lin.slope, lin.intercept) == ("linear", 1.02, -3.5)
-    assert calibration_from_spec(" linear: 0.98 , 4 ").intercept == 4.0
+    assert parse_calibration(" linear: 0.98 , 4 ").intercept == 4.0
     for bad in ("linear", "linear:1.02", "linear:a,b", "linear:1,2,3", "linear:5,0", "linear:nan,0", "phantom"):
         with pytest.raises(InputError):
-            calibration_from_spec(bad)
+            parse_calibration(bad)
 
 
 def test_apply_and_round_trip():
