@@ -27,6 +27,8 @@ LABEL_COLORS = {
 OSTEOPOROSIS_BELOW = 80.0
 NORMAL_ABOVE = 120.0
 CLASSES = ("osteoporosis", "osteopenia", "normal")
+# One colour per class (and None: no valid measurement), shared by the figures and the panel.
+CLASS_COLORS = {"osteoporosis": "#c0392b", "osteopenia": "#e67e22", "normal": "#27ae60", None: "#7f8c8d"}
 
 # Decision: the paper's QCT averaged three vertebrae; the mean is over L1-L3 unless asked otherwise.
 DEFAULT_MEAN_VERTEBRAE: Tuple[str, ...] = ("L1", "L2", "L3")
