@@ -25,7 +25,10 @@ from osteobmd.evaluation import (
     parse_vertebrae,
     write_report,
 )
-from osteobmd.evaluation.report import PAPER_TEST_SETS
+from osteobmd.evaluation.plots import (
+    DISCLAIMER, bland_altman_figure, confusion_figure, dice_figure, scatter_figure,
+)
+from osteobmd.evaluation.report import PAPER_TEST_SETS, console_summary
 from osteobmd.results import CaseResult, VertebraResult
 
 
@@ -124,27 +127,96 @@ def test_case_mean_uses_selected_vertebrae():
     assert r_all["cases"][0]["bmd_pred"] == pytest.approx(182.5)
 
 
-def test_small_and_degenerate_inputs_do_not_crash():
-    r = evaluate_bmd_table(_rows([100.0, 60.0], [95.0, 70.0]))
-    assert r["n_cases"] == 2
-    assert r["wilcoxon_p"] is None and r["chi_square"] is None and r["pearson_p"] is None
-    assert any("fewer than 3" in n.lower() or "only 2 case" in n.lower() for n in r["notes"])
+def test_two_cases_give_no_correlation_or_test_and_say_why(tmp_path):
+    report = evaluate_bmd_table(_rows([100.0, 60.0], [95.0, 70.0]))
+    assert report["n_cases"] == 2
+    for key in ("pearson_r", "pearson_p", "r2", "regression", "wilcoxon_p", "kappa", "kappa_linear",
+                "chi_square", "bowker_symmetry"):
+        assert report[key] is None, key
+        assert report["not_computed"][key].startswith("n = 2; at least "), key
+    assert "Pearson r: not computed (n = 2; at least 10 paired cases needed)." in report["notes"]
+    assert report["per_vertebra"]["L1"]["pearson_r"] is None
+    assert report["bland_altman"]["bias"] == pytest.approx(-2.5)  # what n = 2 does support
 
+    paths = write_report(report, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["pearson_r"] is None and data["kappa"] is None and data["wilcoxon_p"] is None
+    assert data["not_computed"]["pearson_r"] == "n = 2; at least 10 paired cases needed"
+    md = paths["md"].read_text()
+    assert "| Pearson r | not computed (n = 2; at least 10 paired cases needed) |" in md
+    assert "Cohen's kappa not computed (n = 2; at least 18 paired cases needed)" in md
+    assert "Chi-square test of class frequencies (pred vs ref): not computed (n = 2;" in md
+    summary = "\n".join(console_summary(report))
+    assert "Pearson r: not computed (n = 2; at least 10 paired cases needed)" in summary
+    assert "1.000" not in summary
+
+
+@pytest.mark.parametrize("key, least", [("pearson_r", 10), ("wilcoxon_p", 6), ("kappa_linear", 18),
+                                        ("chi_square", 10)])
+def test_each_statistic_appears_at_its_minimum_case_count(key, least):
+    rng = np.random.default_rng(least)
+    ref = rng.uniform(40, 200, least)  # spans all three classes
+    pred = ref + rng.normal(3, 8, least)
+    below = evaluate_bmd_table(_rows(pred[:-1], ref[:-1]))
+    assert below[key] is None and below["not_computed"][key] == f"n = {least - 1}; at least {least} paired cases needed"
+    enough = evaluate_bmd_table(_rows(pred, ref))
+    assert enough[key] is not None and key not in enough["not_computed"]
+
+
+def test_degenerate_inputs_say_why():
     # Zero variance in the prediction: Pearson undefined, the rest still computed.
-    r = evaluate_bmd_table(_rows([100.0] * 5, [90.0, 95.0, 100.0, 105.0, 110.0]))
+    r = evaluate_bmd_table(_rows([100.0] * 12, np.linspace(90, 110, 12)))
     assert r["pearson_r"] is None and r["r2"] is None
-    assert any("zero variance" in n for n in r["notes"])
+    assert r["not_computed"]["pearson_r"] == "the predicted BMD has zero variance"
     assert r["bland_altman"]["bias"] == pytest.approx(0.0)
 
     # Everyone normal in both: kappa 0/0, a class absent, no crash.
-    r = evaluate_bmd_table(_rows([150.0, 160.0, 170.0], [150.0, 162.0, 171.0]))
-    assert r["kappa"] is None and r["kappa_interpretation"] == "undefined"
+    r = evaluate_bmd_table(_rows(np.linspace(150, 170, 20), np.linspace(151, 172, 20)))
+    assert r["kappa"] is None and "(0/0)" in r["not_computed"]["kappa"]
+    assert r["kappa_interpretation"] == "not computed"
     assert any("absent" in n for n in r["notes"])
     assert r["accuracy"] == 1.0
 
     # Identical pred and ref: Wilcoxon skipped with a reason, not an exception.
-    r = evaluate_bmd_table(_rows([70.0, 100.0, 150.0], [70.0, 100.0, 150.0]))
-    assert r["wilcoxon_p"] is None and r["kappa"] == pytest.approx(1.0)
+    same = np.linspace(50, 190, 20)
+    r = evaluate_bmd_table(_rows(same, same))
+    assert r["wilcoxon_p"] is None and r["not_computed"]["wilcoxon_p"] == "every paired difference is zero"
+    assert r["kappa"] == pytest.approx(1.0)
+
+
+def test_bland_altman_legend_leaves_the_limit_lines_free():
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(40, 200, 60)
+    # Differences spread right up to the limits, so any legend inside the axes would sit on data or a line.
+    report = evaluate_bmd_table(_rows(ref + rng.normal(0, 10, 60), ref))
+    fig = bland_altman_figure(report)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    limits = [line for line in ax.get_lines() if line.get_gid() in ("loa_low", "loa_high")]
+    assert len(limits) == 2
+    for line in limits:
+        box = line.get_window_extent(renderer)
+        assert box.width > 0.9 * ax.bbox.width  # the drawn line spans the axes
+        assert not legend.overlaps(box), line.get_gid()
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+
+
+def test_every_evaluation_plot_carries_the_disclaimer(tmp_path):
+    csv_path = tmp_path / "pred.csv"
+    _write_pred_csv(csv_path, n=12)
+    pred_dir, ref_dir = _segmentation_folders(tmp_path)
+    report = evaluate(csv_path, labels_pred=pred_dir, labels_ref=ref_dir)
+    for draw in (bland_altman_figure, scatter_figure, confusion_figure, dice_figure):
+        fig = draw(report)
+        renderer = fig.canvas.get_renderer()
+        notes = [t for t in fig.texts if t.get_text() == DISCLAIMER]
+        assert len(notes) == 1, draw.__name__
+        box = notes[0].get_window_extent(renderer)
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+        for ax in fig.axes:  # nothing drawn over it
+            assert not ax.get_tightbbox(renderer).overlaps(box), draw.__name__
 
 
 def test_missing_values_and_bad_rows():

@@ -5,7 +5,7 @@ and per-vertebra DSC box plots when segmentation was evaluated."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import Callable, Dict, List
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,38 +19,48 @@ CONFUSION_PNG = "confusion.png"
 DICE_PNG = "dice.png"
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(str(path), dpi=120)
-    return path
+DISCLAIMER = "Research use only — not a medical device."
 
 
-def bland_altman_plot(report: dict, path: Path) -> Path:
+def _finish(fig: Figure) -> Figure:
+    """The disclaimer line at the bottom, and the axes laid out above it."""
+    canvas = FigureCanvasAgg(fig)
+    note = fig.text(0.5, 0.005, DISCLAIMER, ha="center", va="bottom", fontsize=7, color="0.35")
+    height = note.get_window_extent(canvas.get_renderer()).height / fig.bbox.height
+    fig.tight_layout(rect=(0, height + 0.01, 1, 1))
+    return fig
+
+
+def _why_not(report: dict, key: str) -> str:
+    return (report.get("not_computed") or {}).get(key, "undefined")
+
+
+def bland_altman_figure(report: dict) -> Figure:
     pred = np.array([c["bmd_pred"] for c in report["cases"]])
     ref = np.array([c["bmd_ref"] for c in report["cases"]])
     mean = (pred + ref) / 2
     diff = pred - ref
     ba = report["bland_altman"]
-    fig = Figure(figsize=(6, 4.5))
+    fig = Figure(figsize=(7.6, 4.5))
     ax = fig.add_subplot(111)
     ax.scatter(mean, diff, s=14, alpha=0.7, color="tab:blue", edgecolors="none")
     ax.axhline(0.0, color="0.7", lw=0.8)
     if ba["bias"] is not None:
-        ax.axhline(ba["bias"], color="tab:red", lw=1.2, label=f"bias {ba['bias']:.2f}")
+        ax.axhline(ba["bias"], color="tab:red", lw=1.2, label=f"bias {ba['bias']:.2f} mg/cm³")
     if ba["loa_low"] is not None:
         for key in ("loa_low", "loa_high"):
-            ax.axhline(ba[key], color="tab:red", lw=1, ls="--")
+            ax.axhline(ba[key], color="tab:red", lw=1, ls="--", gid=key)
         ax.plot([], [], color="tab:red", ls="--",
-                label=f"95% LoA {ba['loa_low']:.2f} to {ba['loa_high']:.2f}")
+                label=f"95% limits of agreement\n{ba['loa_low']:.2f} to {ba['loa_high']:.2f} mg/cm³")
     ax.set_xlabel("mean of predicted and reference BMD (mg/cm³)")
     ax.set_ylabel("predicted − reference (mg/cm³)")
     ax.set_title(f"Bland–Altman, n = {report['n_cases']}")
-    ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    # Beside the axes: the limit lines span the whole width, so no corner inside is free.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    return _finish(fig)
 
 
-def scatter_plot(report: dict, path: Path) -> Path:
+def scatter_figure(report: dict) -> Figure:
     pred = np.array([c["bmd_pred"] for c in report["cases"]])
     ref = np.array([c["bmd_ref"] for c in report["cases"]])
     lo = float(min(pred.min(), ref.min()))
@@ -68,20 +78,21 @@ def scatter_plot(report: dict, path: Path) -> Path:
     if fit:
         ax.plot([lo, hi], [fit["slope"] * lo + fit["intercept"], fit["slope"] * hi + fit["intercept"]],
                 color="tab:red", lw=1.2,
-                label=f"fit: pred = {fit['slope']:.3f}·ref {fit['intercept']:+.1f}")
+                label=f"fit: pred = {fit['slope']:.3f}·ref {fit['intercept']:+.1f} mg/cm³")
     r = report.get("pearson_r")
-    title = f"n = {report['n_cases']}" + (f", r = {r:.3f}" if r is not None else "")
-    ax.set_title(title)
+    ax.set_title(f"n = {report['n_cases']}, " + (f"r = {r:.3f}" if r is not None else
+                                                  f"r not computed\n({_why_not(report, 'pearson_r')})"),
+                 fontsize=10)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
     ax.set_xlabel("reference BMD (mg/cm³)")
     ax.set_ylabel("predicted BMD (mg/cm³)")
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig)
 
 
-def confusion_plot(report: dict, path: Path) -> Path:
+def confusion_figure(report: dict) -> Figure:
     conf = np.array(report["confusion"])
     classes = report["classes"]
     fig = Figure(figsize=(5, 4.3))
@@ -101,12 +112,14 @@ def confusion_plot(report: dict, path: Path) -> Path:
     ax.set_ylabel("reference")
     k = report.get("kappa")
     kl = report.get("kappa_linear")
-    ax.set_title("kappa " + (f"{k:.3f}" if k is not None else "n/a")
-                 + ", linear " + (f"{kl:.3f}" if kl is not None else "n/a"))
-    return _save(fig, path)
+    if k is None:
+        ax.set_title(f"kappa not computed\n({_why_not(report, 'kappa')})", fontsize=10)
+    else:
+        ax.set_title(f"kappa {k:.3f}, linear " + (f"{kl:.3f}" if kl is not None else "undefined"), fontsize=10)
+    return _finish(fig)
 
 
-def dice_plot(report: dict, path: Path) -> Path:
+def dice_figure(report: dict) -> Figure:
     cases = report.get("seg_cases", [])
     data = [[c[f"dice_{v}"] for c in cases if c.get(f"dice_{v}") is not None] for v in VERTEBRA_NAMES]
     fig = Figure(figsize=(5.5, 4))
@@ -119,23 +132,22 @@ def dice_plot(report: dict, path: Path) -> Path:
     ax.set_ylabel("Dice similarity coefficient")
     ax.set_title(f"Segmentation, n = {report.get('n_seg_cases', len(cases))}")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig)
 
 
 def write_plots(report: dict, out_dir: Path, notes: List[str]) -> List[str]:
     """Write every plot the report's content allows; returns the file names written."""
     out_dir = Path(out_dir)
-    written: List[str] = []
+    figures: Dict[str, Callable[[dict], Figure]] = {}
     if report.get("cases"):
         if report["n_cases"] >= 2:
-            bland_altman_plot(report, out_dir / BLAND_ALTMAN_PNG)
-            scatter_plot(report, out_dir / SCATTER_PNG)
-            written += [BLAND_ALTMAN_PNG, SCATTER_PNG]
+            figures[BLAND_ALTMAN_PNG] = bland_altman_figure
+            figures[SCATTER_PNG] = scatter_figure
         else:
             notes.append("Bland–Altman and scatter plots skipped: fewer than 2 cases.")
-        confusion_plot(report, out_dir / CONFUSION_PNG)
-        written.append(CONFUSION_PNG)
+        figures[CONFUSION_PNG] = confusion_figure
     if report.get("seg_cases"):
-        dice_plot(report, out_dir / DICE_PNG)
-        written.append(DICE_PNG)
-    return written
+        figures[DICE_PNG] = dice_figure
+    for name, draw in figures.items():
+        draw(report).savefig(str(out_dir / name), dpi=120)
+    return list(figures)

@@ -74,6 +74,12 @@ def _p(x) -> str:
     return "< 0.0001" if x < 1e-4 else f"{x:.4f}"
 
 
+def _or_why(r: dict, key: str, text: str) -> str:
+    """The formatted statistic, or "not computed (reason)" when the report left it out."""
+    reason = (r.get("not_computed") or {}).get(key)
+    return f"not computed ({reason})" if r.get(key) is None and reason else text
+
+
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f} %"
 
@@ -112,18 +118,21 @@ def _bmd_section(r: dict) -> List[str]:
         ["cases compared", str(r["n_cases"])] + _paper_cols(lambda t: str(t["n_valid"])),
         ["failed cases (no valid vertebra)", str(r.get("n_failed", 0))]
         + _paper_cols(lambda t: f"{t['n'] - t['n_valid']}*"),
-        ["Pearson r", _fmt(r["pearson_r"])] + _paper_cols(lambda t: f"{t['pearson_r']:.3f}"),
-        ["r²", _fmt(r["r2"])] + _paper_cols(lambda t: f"{t['pearson_r'] ** 2:.3f}*"),
-        ["Pearson p", _p(r["pearson_p"])]
+        ["Pearson r", _or_why(r, "pearson_r", _fmt(r["pearson_r"]))]
+        + _paper_cols(lambda t: f"{t['pearson_r']:.3f}"),
+        ["r²", _or_why(r, "r2", _fmt(r["r2"]))] + _paper_cols(lambda t: f"{t['pearson_r'] ** 2:.3f}*"),
+        ["Pearson p", _or_why(r, "pearson_p", _p(r["pearson_p"]))]
         + _paper_cols(lambda t: "< 0.001"),
         ["bias (pred − ref)", _fmt(ba["bias"], 2)] + _paper_cols(lambda t: f"{(t['loa'][0] + t['loa'][1]) / 2:.2f}*"),
         ["95 % limits of agreement", f"{_fmt(ba['loa_low'], 2)} … {_fmt(ba['loa_high'], 2)}"]
         + _paper_cols(lambda t: f"{t['loa'][0]} … {t['loa'][1]}"),
-        ["Wilcoxon signed-rank p", _p(r["wilcoxon_p"])] + _paper_cols(lambda t: t["wilcoxon"]),
+        ["Wilcoxon signed-rank p", _or_why(r, "wilcoxon_p", _p(r["wilcoxon_p"]))]
+        + _paper_cols(lambda t: t["wilcoxon"]),
         ["MAE", _fmt(r["mae"], 2)] + _paper_cols(lambda t: "—"),
         ["RMSE", _fmt(r["rmse"], 2)] + _paper_cols(lambda t: "—"),
-        ["kappa, linearly weighted", _fmt(r["kappa_linear"])] + _paper_cols(lambda t: f"{t['kappa_linear']:.3f}"),
-        ["kappa, unweighted", _fmt(r["kappa"])]
+        ["kappa, linearly weighted", _or_why(r, "kappa_linear", _fmt(r["kappa_linear"]))]
+        + _paper_cols(lambda t: f"{t['kappa_linear']:.3f}"),
+        ["kappa, unweighted", _or_why(r, "kappa", _fmt(r["kappa"]))]
         + _paper_cols(lambda t: f"{cohen_kappa(np.array(t['confusion'])):.3f}*"),
         ["class accuracy", _fmt(r["accuracy"])] + _paper_cols(paper_acc),
         ["predicted BMD, mean ± SD", _msd(r["pred"])] + _paper_cols(lambda t: "—"),
@@ -133,8 +142,11 @@ def _bmd_section(r: dict) -> List[str]:
     out += ["", "\\* derived here from the paper's printed numbers: failed = n − valid segmentations; r² = r²; bias = midpoint of its limits of "
             "agreement; accuracy and unweighted kappa from its Table 3. The paper's printed kappas equal the "
             "linearly weighted kappa of its Table 3.", ""]
-    out.append(f"Agreement of classes: kappa {_fmt(r['kappa'])} ({r['kappa_interpretation']}), linearly weighted "
-               f"{_fmt(r['kappa_linear'])} ({r['kappa_linear_interpretation']}).")
+    if r["kappa"] is None:
+        out.append(f"Agreement of classes: Cohen's kappa {_or_why(r, 'kappa', 'not computed')}.")
+    else:
+        out.append(f"Agreement of classes: kappa {_fmt(r['kappa'])} ({r['kappa_interpretation']}), linearly "
+                   f"weighted {_fmt(r['kappa_linear'])} ({r['kappa_linear_interpretation']}).")
     out.append("")
     return out
 
@@ -150,13 +162,11 @@ def _class_section(r: dict) -> List[str]:
     out += _table(["", *classes, "total"], rows)
     out.append("")
     chi = r.get("chi_square")
-    if chi:
-        out.append(f"Chi-square test of class frequencies (pred vs ref): χ² = {chi['statistic']:.3f}, "
-                   f"dof = {chi['dof']}, p = {_p(chi['p'])}.")
+    chi_text = (f"χ² = {chi['statistic']:.3f}, dof = {chi['dof']}, p = {_p(chi['p'])}" if chi else "—")
+    out.append(f"Chi-square test of class frequencies (pred vs ref): {_or_why(r, 'chi_square', chi_text)}.")
     bow = r.get("bowker_symmetry")
-    if bow:
-        out.append(f"Bowker symmetry test (paired): statistic = {bow['statistic']:.3f}, dof = {bow['dof']}, "
-                   f"p = {_p(bow['p'])}.")
+    bow_text = (f"statistic = {bow['statistic']:.3f}, dof = {bow['dof']}, p = {_p(bow['p'])}" if bow else "—")
+    out.append(f"Bowker symmetry test (paired): {_or_why(r, 'bowker_symmetry', bow_text)}.")
     out.append("")
     return out
 
@@ -166,7 +176,8 @@ def _vertebra_section(r: dict) -> List[str]:
     if not pv:
         return []
     out = ["## Per vertebra (every paired vertebra, whether or not in the mean)", ""]
-    rows = [[v, str(d["n"]), _fmt(d["mae"], 2), _fmt(d["bias"], 2), _fmt(d["pearson_r"])] for v, d in pv.items()]
+    rows = [[v, str(d["n"]), _fmt(d["mae"], 2), _fmt(d["bias"], 2), _or_why(d, "pearson_r", _fmt(d["pearson_r"]))]
+            for v, d in pv.items()]
     out += _table(["vertebra", "n", "MAE (mg/cm³)", "bias", "Pearson r"], rows)
     out.append("")
     return out
@@ -200,6 +211,26 @@ def _seg_section(r: dict) -> List[str]:
             out.append(f"- … and {len(invalid) - 50} more (see report.json)")
         out.append("")
     return out
+
+
+def console_summary(report: dict) -> List[str]:
+    """The BMD lines `osteobmd evaluate` prints: each statistic, or why it is not computed."""
+    if not report.get("cases"):
+        return []
+    ba = report["bland_altman"]
+    lines = [f"BMD: n = {report['n_cases']} paired case(s)"
+             + (f", {report['n_failed']} failed case(s)" if report.get("n_failed") else "")
+             + (f", bias = {ba['bias']:+.2f} mg/cm³" if ba["bias"] is not None else "")]
+    for label, key, text in (
+        ("Pearson r", "pearson_r", lambda x: f"{x:.3f}"),
+        ("r²", "r2", lambda x: f"{x:.3f}"),
+        ("Wilcoxon signed-rank p", "wilcoxon_p", _p),
+        ("kappa (linear)", "kappa_linear", lambda x: f"{x:.3f}"),
+        ("chi-square p (class frequencies)", "chi_square", lambda x: _p(x["p"])),
+    ):
+        value = report.get(key)
+        lines.append(f"{label}: " + _or_why(report, key, "—" if value is None else text(value)))
+    return lines
 
 
 def render_markdown(report: dict, plots: List[str]) -> str:

@@ -8,8 +8,10 @@ Conventions
 - The confusion matrix has rows = reference class, columns = predicted class, in the
   order of `config.CLASSES` (osteoporosis, osteopenia, normal), as the paper's Table 3.
 - SDs are sample SDs (ddof = 1).
-- A statistic that cannot be computed (too few cases, zero variance, a 0/0 kappa) is
-  None in the report, and a sentence in `notes` says why; nothing raises on such data.
+- A statistic that cannot be computed (fewer cases than it can support, zero variance, a
+  0/0 kappa) is None in the report, `not_computed[key]` holds the reason and `notes` the
+  sentence ("Pearson r: not computed (n = 2; at least 10 paired cases needed)."); nothing
+  raises on such data.
 - Reproducing the paper: its kappas (0.888 / 0.868 / 0.879) are the *linearly weighted*
   kappas of its Table 3 (the unweighted ones are 0.854 / 0.834 / 0.836), so compare the
   paper's kappa with our `kappa_linear`.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as sps
@@ -28,9 +30,28 @@ from scipy import stats as sps
 from ..config import CLASSES, classify_bmd
 from ..errors import InputError
 
-# Below this many paired cases the inferential tests (Pearson p, Wilcoxon, chi-square,
-# Bowker) are skipped with a note rather than run on meaningless samples.
-MIN_CASES_FOR_TESTS = 3
+# The least paired cases each statistic is reported for; below it: None and the reason.
+MIN_CASES = {
+    # r is +-1 by construction at n = 2, and its Fisher-z SE 1/sqrt(n - 3) is still 0.38 at
+    # n = 10 (95 % interval for r = 0.9: 0.62-0.98); r², its p and the fit line go with it.
+    "pearson": 10,
+    # Below 6 pairs the smallest exact two-sided p is 2/2^n >= 0.0625: it can never reject.
+    "wilcoxon": 6,
+    # 2 x k table of n + n cases: a class's expected count is its total / 2, and counts >= 5
+    # in two classes need n >= 10 (Cochran's rule); Bowker's paired test is chi-square too.
+    "chi_square": 10,
+    # About 2k² cases before kappa's large-sample SE holds (Cicchetti & Fleiss 1977): 18 for 3 classes.
+    "kappa": 18,
+}
+
+# Report keys each statistic fills, and its name in the sentence saying why it is missing.
+STATISTIC_KEYS = {
+    "pearson": ("Pearson r", ("pearson_r", "pearson_p", "r2", "regression")),
+    "wilcoxon": ("Wilcoxon signed-rank test", ("wilcoxon_p", "wilcoxon_statistic")),
+    "chi_square": ("Chi-square test of class frequencies", ("chi_square",)),
+    "bowker": ("Bowker symmetry test", ("bowker_symmetry",)),
+    "kappa": ("Cohen's kappa", ("kappa", "kappa_linear")),
+}
 
 # METHOD 5 (Landis & Koch 1977, as the paper reads it).
 KAPPA_SCALE = (
@@ -60,6 +81,16 @@ def mean_sd(values: Sequence[float]) -> Dict[str, Optional[float]]:
         "sd": _f(v.std(ddof=1)) if v.size >= 2 else None,
         "n": int(v.size),
     }
+
+
+def too_few_cases(n: int, statistic: str) -> Optional[str]:
+    """The reason a statistic is not computed on n paired cases, or None when n suffices."""
+    least = MIN_CASES["chi_square" if statistic == "bowker" else statistic]
+    return f"n = {n}; at least {least} paired cases needed" if n < least else None
+
+
+def not_computed_sentence(statistic: str, reason: str) -> str:
+    return f"{STATISTIC_KEYS[statistic][0]}: not computed ({reason})."
 
 
 def normalize_vertebra(name) -> str:
@@ -127,26 +158,33 @@ def interpret_kappa(kappa: Optional[float]) -> str:
 
 
 def chi_square_class_frequencies(pred_counts: Sequence[int], ref_counts: Sequence[int],
-                                 notes: List[str]) -> Optional[dict]:
+                                 notes: List[str]) -> Tuple[Optional[dict], Optional[str]]:
     """METHOD 5: chi-square test of the class frequencies, predicted vs reference (2 x k
     contingency table, as the paper compares categorical variables). Classes absent from
-    both rows are dropped (their expected count would be zero)."""
+    both rows are dropped (their expected count would be zero).
+    Returns (result, None) or (None, the reason it is not computed)."""
     table = np.array([pred_counts, ref_counts], dtype=float)
+    reason = too_few_cases(int(table[0].sum()), "chi_square")
+    if reason:
+        return None, reason
     keep = table.sum(axis=0) > 0
     table = table[:, keep]
     if table.shape[1] < 2:
-        notes.append("Chi-square test of class frequencies skipped: fewer than two classes occur.")
-        return None
+        return None, "fewer than two classes occur"
     chi2, p, dof, expected = sps.chi2_contingency(table, correction=False)
     if (expected < 5).any():
         notes.append("Chi-square test: some expected counts are below 5, so its p-value is approximate.")
-    return {"statistic": _f(chi2), "p": _f(p), "dof": int(dof), "classes_used": int(table.shape[1])}
+    return {"statistic": _f(chi2), "p": _f(p), "dof": int(dof), "classes_used": int(table.shape[1])}, None
 
 
-def bowker_symmetry(confusion, notes: List[str]) -> Optional[dict]:
+def bowker_symmetry(confusion) -> Tuple[Optional[dict], Optional[str]]:
     """Bowker's test of symmetry of the paired table (McNemar for k classes): the paired
-    counterpart of the chi-square above (the same cases are classified twice)."""
+    counterpart of the chi-square above (the same cases are classified twice).
+    Returns (result, None) or (None, the reason it is not computed)."""
     c = np.asarray(confusion, dtype=float)
+    reason = too_few_cases(int(c.sum()), "bowker")
+    if reason:
+        return None, reason
     stat, dof = 0.0, 0
     for a in range(c.shape[0]):
         for b in range(a + 1, c.shape[0]):
@@ -155,9 +193,8 @@ def bowker_symmetry(confusion, notes: List[str]) -> Optional[dict]:
                 stat += (c[a, b] - c[b, a]) ** 2 / s
                 dof += 1
     if dof == 0:
-        notes.append("Bowker symmetry test skipped: no off-diagonal (disagreeing) cases.")
-        return None
-    return {"statistic": _f(stat), "p": _f(sps.chi2.sf(stat, dof)), "dof": dof}
+        return None, "no off-diagonal (disagreeing) cases"
+    return {"statistic": _f(stat), "p": _f(sps.chi2.sf(stat, dof)), "dof": dof}, None
 
 
 # --------------------------------------------------------------------------- continuous
@@ -177,24 +214,17 @@ def bland_altman(pred: Sequence[float], ref: Sequence[float]) -> Dict[str, Optio
     }
 
 
-def pearson(pred: Sequence[float], ref: Sequence[float], notes: List[str]) -> dict:
+def pearson(pred: Sequence[float], ref: Sequence[float]) -> dict:
+    """{"r", "p", "why_not"}: r and its two-sided p, or None for both and the reason."""
     x = np.asarray(pred, dtype=float)
     y = np.asarray(ref, dtype=float)
-    out = {"r": None, "p": None}
-    if x.size < 2:
-        notes.append("Pearson correlation skipped: fewer than 2 cases.")
-        return out
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        which = "predicted" if np.ptp(x) == 0 else "reference"
-        notes.append(f"Pearson correlation undefined: the {which} BMD has zero variance.")
-        return out
+    reason = too_few_cases(int(x.size), "pearson")
+    if reason is None and (np.ptp(x) == 0 or np.ptp(y) == 0):
+        reason = f"the {'predicted' if np.ptp(x) == 0 else 'reference'} BMD has zero variance"
+    if reason:
+        return {"r": None, "p": None, "why_not": reason}
     r, p = sps.pearsonr(x, y)
-    out["r"] = _f(r)
-    if x.size >= MIN_CASES_FOR_TESTS:
-        out["p"] = _f(p)
-    else:
-        notes.append(f"Pearson p-value skipped: fewer than {MIN_CASES_FOR_TESTS} cases.")
-    return out
+    return {"r": _f(r), "p": _f(p), "why_not": None}
 
 
 def linear_fit(pred: Sequence[float], ref: Sequence[float]) -> Optional[dict]:
@@ -207,21 +237,18 @@ def linear_fit(pred: Sequence[float], ref: Sequence[float]) -> Optional[dict]:
     return {"slope": _f(slope), "intercept": _f(intercept)}
 
 
-def wilcoxon_signed_rank(pred: Sequence[float], ref: Sequence[float], notes: List[str]) -> dict:
+def wilcoxon_signed_rank(pred: Sequence[float], ref: Sequence[float]) -> dict:
+    """{"statistic", "p", "why_not"} of the paired signed-rank test of pred - ref."""
     d = np.asarray(pred, dtype=float) - np.asarray(ref, dtype=float)
-    out = {"statistic": None, "p": None}
-    if d.size < MIN_CASES_FOR_TESTS:
-        notes.append(f"Wilcoxon signed-rank test skipped: fewer than {MIN_CASES_FOR_TESTS} cases.")
-        return out
-    if np.all(d == 0):
-        notes.append("Wilcoxon signed-rank test skipped: every paired difference is zero.")
-        return out
+    reason = too_few_cases(int(d.size), "wilcoxon")
+    if reason is None and np.all(d == 0):
+        reason = "every paired difference is zero"
+    if reason:
+        return {"statistic": None, "p": None, "why_not": reason}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = sps.wilcoxon(d)
-    out["statistic"] = _f(res.statistic)
-    out["p"] = _f(res.pvalue)
-    return out
+    return {"statistic": _f(res.statistic), "p": _f(res.pvalue), "why_not": None}
 
 
 # --------------------------------------------------------------------------- the table
@@ -322,43 +349,53 @@ def evaluate_bmd_table(rows: Iterable[dict], vertebrae: Optional[Sequence[str]] 
             + "; check the case ids, the vertebra names (L1..L4) and the BMD columns."
         )
     n = len(cases)
-    if n < MIN_CASES_FOR_TESTS:
-        notes.append(f"Only {n} case(s): the statistical tests that need at least "
-                     f"{MIN_CASES_FOR_TESTS} cases are skipped.")
     pred = np.array([c["bmd_pred"] for c in cases])
     ref = np.array([c["bmd_ref"] for c in cases])
     diff = pred - ref
+    not_computed: Dict[str, str] = OrderedDict()
 
-    pr = pearson(pred, ref, notes)
+    def why_not(statistic: str, reason: Optional[str]) -> None:
+        if reason:
+            for key in STATISTIC_KEYS[statistic][1]:
+                not_computed[key] = reason
+            notes.append(not_computed_sentence(statistic, reason))
+
+    pr = pearson(pred, ref)
+    why_not("pearson", pr["why_not"])
     conf = confusion_matrix([c["class_ref"] for c in cases], [c["class_pred"] for c in cases])
-    kappa = cohen_kappa(conf, "none")
-    kappa_lin = cohen_kappa(conf, "linear")
-    if kappa is None:
-        notes.append("Cohen's kappa undefined: both the prediction and the reference put every case "
-                     "in the same single class (0/0).")
+    kappa_reason = too_few_cases(n, "kappa")
+    kappa = kappa_lin = None
+    if kappa_reason is None:
+        kappa = cohen_kappa(conf, "none")
+        kappa_lin = cohen_kappa(conf, "linear")
+        if kappa is None:
+            kappa_reason = ("both the prediction and the reference put every case in the same "
+                            "single class (0/0)")
+    why_not("kappa", kappa_reason)
     pred_counts = conf.sum(axis=0)
     ref_counts = conf.sum(axis=1)
     absent = [c for i, c in enumerate(CLASSES) if ref_counts[i] == 0]
     if absent:
         notes.append("Class(es) absent from the reference: " + ", ".join(absent) + ".")
 
-    if n >= MIN_CASES_FOR_TESTS:
-        chi = chi_square_class_frequencies(pred_counts, ref_counts, notes)
-        bowker = bowker_symmetry(conf, notes)
-    else:
-        chi = bowker = None
-    wil = wilcoxon_signed_rank(pred, ref, notes)
+    chi, chi_reason = chi_square_class_frequencies(pred_counts, ref_counts, notes)
+    why_not("chi_square", chi_reason)
+    bowker, bowker_reason = bowker_symmetry(conf)
+    why_not("bowker", bowker_reason)
+    wil = wilcoxon_signed_rank(pred, ref)
+    why_not("wilcoxon", wil["why_not"])
 
     pv_report = OrderedDict()
     for vert in sorted(per_vertebra):
         p = np.array(per_vertebra[vert]["pred"])
         r = np.array(per_vertebra[vert]["ref"])
-        vnotes: List[str] = []
+        vr = pearson(p, r)
         pv_report[vert] = {
             "n": int(p.size),
             "mae": _f(np.abs(p - r).mean()),
             "bias": _f((p - r).mean()),
-            "pearson_r": pearson(p, r, vnotes)["r"],
+            "pearson_r": vr["r"],
+            "not_computed": {"pearson_r": vr["why_not"]} if vr["why_not"] else {},
         }
 
     return {
@@ -367,7 +404,8 @@ def evaluate_bmd_table(rows: Iterable[dict], vertebrae: Optional[Sequence[str]] 
         "pearson_r": pr["r"],
         "pearson_p": pr["p"],
         "r2": _f(pr["r"] ** 2) if pr["r"] is not None else None,
-        "regression": linear_fit(pred, ref),
+        # The fit line says no more than r does (through 2 points it is exact).
+        "regression": linear_fit(pred, ref) if pr["r"] is not None else None,
         "mae": _f(np.abs(diff).mean()),
         "rmse": _f(np.sqrt((diff ** 2).mean())),
         "bland_altman": bland_altman(pred, ref),
@@ -380,9 +418,9 @@ def evaluate_bmd_table(rows: Iterable[dict], vertebrae: Optional[Sequence[str]] 
         "confusion_orientation": "rows = reference, columns = prediction",
         "accuracy": _f(np.trace(conf) / conf.sum()),
         "kappa": kappa,
-        "kappa_interpretation": interpret_kappa(kappa),
+        "kappa_interpretation": interpret_kappa(kappa) if kappa_reason is None else "not computed",
         "kappa_linear": kappa_lin,
-        "kappa_linear_interpretation": interpret_kappa(kappa_lin),
+        "kappa_linear_interpretation": interpret_kappa(kappa_lin) if kappa_reason is None else "not computed",
         "class_counts": {
             "pred": {c: int(pred_counts[i]) for i, c in enumerate(CLASSES)},
             "ref": {c: int(ref_counts[i]) for i, c in enumerate(CLASSES)},
@@ -390,6 +428,7 @@ def evaluate_bmd_table(rows: Iterable[dict], vertebrae: Optional[Sequence[str]] 
         "chi_square": chi,
         "bowker_symmetry": bowker,
         "per_vertebra": pv_report,
+        "not_computed": not_computed,
         "n_failed": len(failures),
         "failures": failures,
         "cases": cases,
