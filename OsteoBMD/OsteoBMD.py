@@ -4,7 +4,7 @@ This file only wires things together. What the panel does lives in the Qt-free
 OsteoBMDLib.session.MeasurementSession (tested outside Slicer with slicer-core): the
 measurement is the `osteobmd` package's command line, run in a background process with
 Slicer's own Python (OsteoBMDLib.worker); results are read into the scene by
-OsteoBMDLib.results_to_scene; masks, ground truth and the case list live in OsteoBMDLib too.
+osteobmd.scene; masks, ground truth and the case list live in OsteoBMDLib too.
 """
 
 import enum
@@ -663,9 +663,9 @@ class OsteoBMDTest(ScriptedLoadableModuleTest):
         if len(zs):
             array[(zs.min() + zs.max()) // 2:][array[(zs.min() + zs.max()) // 2:] == 2] = 0
             slicer.util.arrayFromVolumeModified(labelmap)
-            from OsteoBMDLib import results_to_scene
+            from osteobmd.scene.segmentation import labelmap_to_segmentation
 
-            results_to_scene.labelmap_to_segmentation(slicer.mrmlScene, labelmap, nodes.ct,
+            labelmap_to_segmentation(slicer.mrmlScene, labelmap, nodes.ct,
                                                       segmentation_node=nodes.segmentation)
         slicer.mrmlScene.RemoveNode(labelmap)
         widget.onRecompute()

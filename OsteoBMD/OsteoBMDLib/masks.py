@@ -14,6 +14,7 @@ import vtk
 
 import slicer
 from osteobmd.config import LABEL_OF, VERTEBRA_NAMES
+from osteobmd.scene.volumes import vertebra_color_table
 
 _NAME_RE = re.compile(r"(?<![A-Z0-9])L([1-4])(?![0-9])")
 
@@ -86,8 +87,6 @@ def export_vertebra_labelmap(scene, segmentation_node, reference_volume_node, la
         node = scene.GetNodeByID(node_id)
         if node is not None and node.IsA("vtkMRMLColorTableNode"):
             scene.RemoveNode(node)
-    from .results_to_scene import vertebra_color_table
-
     if labelmap_node.GetDisplayNode() is not None:
         labelmap_node.GetDisplayNode().SetAndObserveColorNodeID(vertebra_color_table(scene).GetID())
     if not ok:

@@ -23,9 +23,12 @@ import vtk
 
 import slicer
 from osteobmd.results import RESULTS_JSON
+from osteobmd.scene.output_folder import load_results
+from osteobmd.scene.segmentation import labelmap_to_segmentation
+from osteobmd.scene.volumes import load_ct, load_labelmap
 
 from . import case_list as case_list_lib
-from . import ground_truth, masks, results_to_scene
+from . import ground_truth, masks, views
 from . import worker as workerlib
 
 # SessionError codes.
@@ -148,7 +151,7 @@ class MeasurementSession:
         self.work_dir = work_dir
         self.pythonpath = pythonpath
         self.table_titles = table_titles
-        self.result_nodes = None  # results_to_scene.ResultNodes of the case shown
+        self.result_nodes = None  # ResultNodes (osteobmd.scene.output_folder) of the case shown
         self.case_list = None  # case_list.CaseList, when the reader opened one
         self.masks_edited = False  # the segmentation changed since the last measurement
         self._case_nodes = []
@@ -263,7 +266,7 @@ class MeasurementSession:
         The CT is the shown results' CT, else the CT of the last start_measurement(), else ``ct_node``.
         """
         ct = self.result_nodes.ct if self.result_nodes is not None else (self._run_volume_node or ct_node)
-        nodes = results_to_scene.load_results(
+        nodes = load_results(
             self.scene, out_dir, ct_node=ct, previous=self.result_nodes,
             update_segmentation=not corrected, table_titles=self.table_titles,
         )
@@ -307,16 +310,16 @@ class MeasurementSession:
 
     def show_in_views(self) -> None:
         if self.result_nodes is not None:
-            results_to_scene.show_results(self.scene, self.result_nodes)
+            views.show_results(self.scene, self.result_nodes)
 
     def jump_to_vertebra(self, name: str) -> bool:
         """Centre every slice view on a vertebra's patch; False when it has none."""
         if self.result_nodes is None:
             return False
-        center = results_to_scene.vertebra_center_ras(self.result_nodes.result, name)
+        center = views.vertebra_center_ras(self.result_nodes.result, name)
         if center is None:
             return False
-        results_to_scene.jump_slices_to(self.scene, center)
+        views.jump_slices_to(self.scene, center)
         return True
 
     # ---------------------------------------------------------------- ground truth
@@ -397,8 +400,7 @@ class MeasurementSession:
 
             volume_node = volume_from_image(self.scene, read_ct(entry.ct_path), entry.case_id)
         else:
-            volume_node = results_to_scene.load_ct(self.scene, entry.ct_path, name=entry.case_id,
-                                                   method_window=False)
+            volume_node = load_ct(self.scene, entry.ct_path, name=entry.case_id, method_window=False)
         self._case_nodes.append(volume_node)
         restored = False
         for kind in (CORRECTED, AUTO):
@@ -406,14 +408,12 @@ class MeasurementSession:
             results_json = os.path.join(out_dir, RESULTS_JSON)
             if not os.path.exists(results_json):
                 continue
-            nodes = results_to_scene.load_results(self.scene, out_dir, ct_node=volume_node,
-                                                  table_titles=self.table_titles)
+            nodes = load_results(self.scene, out_dir, ct_node=volume_node, table_titles=self.table_titles)
             self._set_results(nodes)
             edited = self.edited_mask_path(entry.case_id)
             if os.path.exists(edited) and os.path.getmtime(edited) > os.path.getmtime(results_json):
-                labelmap = results_to_scene.load_labelmap(self.scene, edited, entry.case_id + " edited")
-                results_to_scene.labelmap_to_segmentation(self.scene, labelmap, volume_node,
-                                                          segmentation_node=nodes.segmentation)
+                labelmap = load_labelmap(self.scene, edited, entry.case_id + " edited")
+                labelmap_to_segmentation(self.scene, labelmap, volume_node, segmentation_node=nodes.segmentation)
                 self.scene.RemoveNode(labelmap)
                 self.masks_edited = True
                 restored = True

@@ -29,7 +29,7 @@ from osteobmd.results import LABELS_NRRD, RESULTS_JSON, CaseResult
 def scene():
     """A fresh slicer-core scene with the application logic a scene has inside Slicer."""
     pytest.importorskip("slicer", reason="slicer-core (the 'slicer' extra) is not installed")
-    from OsteoBMDLib.scene_setup import new_scene
+    from osteobmd.scene.bare_scene import new_scene
 
     context = new_scene()
     yield context.scene
@@ -39,10 +39,10 @@ def scene():
 @pytest.fixture
 def loaded(scene, pipeline_output):
     """The sample's results loaded into the scene: (scene, ResultNodes, output folder)."""
-    from OsteoBMDLib import results_to_scene
+    from osteobmd.scene.output_folder import load_results
 
     out_dir, _ = pipeline_output
-    nodes = results_to_scene.load_results(scene, str(out_dir), ct_path=str(SAMPLE_CT))
+    nodes = load_results(scene, str(out_dir), ct_path=str(SAMPLE_CT))
     return scene, nodes, out_dir
 
 
@@ -92,7 +92,8 @@ def erase_upper_half(segmentation_node, segment_id: str) -> int:
 
 
 def test_segmentation_has_named_segments_matching_labels(loaded):
-    from OsteoBMDLib import masks, results_to_scene
+    from osteobmd.scene import conventions, segmentation as scene_segmentation
+    from OsteoBMDLib import masks
 
     scene, nodes, out_dir = loaded
     segmentation = nodes.segmentation.GetSegmentation()
@@ -105,8 +106,8 @@ def test_segmentation_has_named_segments_matching_labels(loaded):
         tag = vtk.reference("")
         assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
         tag = str(tag)
-        assert results_to_scene.SNOMED_VERTEBRA[name][0] in tag  # SNOMED CT code of the level
-        assert np.allclose(segment.GetColor(), results_to_scene.vertebra_color(name))
+        assert scene_segmentation.SNOMED_VERTEBRA[name][0] in tag  # SNOMED CT code of the level
+        assert np.allclose(segment.GetColor(), conventions.vertebra_color(name))
     # The CT is the reference geometry (DICOM SEG export, Segment Editor).
     assert nodes.segmentation.GetNodeReference(nodes.segmentation.GetReferenceImageGeometryReferenceRole()) is nodes.ct
 
@@ -150,7 +151,8 @@ def test_table_holds_the_bmds_of_results_json(loaded):
 
 
 def test_patches_are_boxes_and_voxels_at_the_patch_centres(loaded):
-    from OsteoBMDLib import results_to_scene
+    from osteobmd.scene.conventions import lps_to_ras
+    from OsteoBMDLib import views
 
     scene, nodes, _ = loaded
     measured = [v for v in nodes.result.vertebrae if v.patch is not None]
@@ -160,7 +162,7 @@ def test_patches_are_boxes_and_voxels_at_the_patch_centres(loaded):
         roi = nodes.patch_rois[v.name]
         center = [0.0, 0.0, 0.0]
         roi.GetCenterWorld(center)
-        assert np.allclose(center, results_to_scene.lps_to_ras(v.patch.center_lps_mm), atol=1e-3)
+        assert np.allclose(center, lps_to_ras(v.patch.center_lps_mm), atol=1e-3)
         in_plane = [s for s in roi.GetSize() if abs(s - v.patch.size_mm) <= 0.05 * v.patch.size_mm]
         assert len(in_plane) >= 2, roi.GetSize()  # the square's two sides; the third is the slab
         assert (labels == LABEL_OF[v.name]).sum() > 0
@@ -174,25 +176,26 @@ def test_patches_are_boxes_and_voxels_at_the_patch_centres(loaded):
         composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
         composite.SetLayoutName(name)
         slices[name] = node
-    results_to_scene.show_results(scene, nodes)
+    views.show_results(scene, nodes)
     for i in range(3):
         composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
         assert composite.GetBackgroundVolumeID() == nodes.ct.GetID()
         assert composite.GetLabelVolumeID() == nodes.patch_labelmap.GetID()
     assert nodes.segmentation.GetDisplayNode().GetVisibility2DOutline()
-    spine = results_to_scene.spine_center_ras(nodes.result)
+    spine = views.spine_center_ras(nodes.result)
     if spine is not None:
         sagittal_x = slices["Yellow"].GetSliceToRAS().GetElement(0, 3)
         assert sagittal_x == pytest.approx(spine[0], abs=1e-3)  # the sagittal plane through the spine
     if measured:
-        target = results_to_scene.vertebra_center_ras(nodes.result, measured[0].name)
-        assert results_to_scene.jump_slices_to(scene, target) == 3
+        target = views.vertebra_center_ras(nodes.result, measured[0].name)
+        assert views.jump_slices_to(scene, target) == 3
         assert slices["Red"].GetSliceToRAS().GetElement(2, 3) == pytest.approx(target[2], abs=1e-3)
 
 
 def test_edited_mask_recomputes_and_is_marked_corrected(loaded, tmp_path):
     from osteobmd.pipeline import run_case
-    from OsteoBMDLib import masks, results_to_scene
+    from osteobmd.scene.output_folder import load_results
+    from OsteoBMDLib import masks
 
     scene, nodes, out_dir = loaded
     before = nodes.result
@@ -223,7 +226,7 @@ def test_edited_mask_recomputes_and_is_marked_corrected(loaded, tmp_path):
     assert changed, f"erasing half of {target} changed neither its BMD, patch nor validity"
 
     # Reading the recompute back keeps the reader's segmentation and flags the table.
-    nodes2 = results_to_scene.load_results(scene, str(corrected_dir), previous=nodes, update_segmentation=False)
+    nodes2 = load_results(scene, str(corrected_dir), previous=nodes, update_segmentation=False)
     assert nodes2.segmentation is nodes.segmentation and nodes2.table is nodes.table
     assert (read_lps(masks.export_mask_file(scene, nodes2.segmentation, nodes2.ct, str(tmp_path / "again.nrrd")))
             == LABEL_OF[target]).sum() == left
@@ -235,8 +238,10 @@ def test_edited_mask_recomputes_and_is_marked_corrected(loaded, tmp_path):
 def test_ground_truth_reloads_identically_and_is_never_overwritten_silently(loaded, tmp_path):
     import SimpleITK as sitk
 
-    from OsteoBMDLib import ground_truth, masks, results_to_scene
-    from OsteoBMDLib.scene_setup import new_scene
+    from osteobmd.scene.segmentation import labelmap_to_segmentation
+    from osteobmd.scene.volumes import load_ct, load_labelmap
+    from OsteoBMDLib import ground_truth, masks
+    from osteobmd.scene.bare_scene import new_scene
 
     scene, nodes, _ = loaded
     data = tmp_path / "DATA"
@@ -263,9 +268,9 @@ def test_ground_truth_reloads_identically_and_is_never_overwritten_silently(load
 
     # Reloaded into a fresh scene, the saved case gives back the same segmentation.
     with new_scene() as other:
-        ct2 = results_to_scene.load_ct(other.scene, str(saved["ct"]))
-        lab2 = results_to_scene.load_labelmap(other.scene, str(saved["labels"]), "labels")
-        seg2 = results_to_scene.labelmap_to_segmentation(other.scene, lab2, ct2)
+        ct2 = load_ct(other.scene, str(saved["ct"]))
+        lab2 = load_labelmap(other.scene, str(saved["labels"]), "labels")
+        seg2 = labelmap_to_segmentation(other.scene, lab2, ct2)
         assert np.array_equal(node_array(masks.export_vertebra_labelmap(other.scene, seg2, ct2)), expected)
 
     # A second save refuses without overwrite and leaves the first one untouched.
@@ -283,7 +288,7 @@ def test_ground_truth_reloads_identically_and_is_never_overwritten_silently(load
 def test_scene_mrb_loads_back_with_ct_segmentation_and_table(scene, pipeline_output, tmp_path):
     import shutil
 
-    from OsteoBMDLib.scene_export import write_scene_mrb
+    from osteobmd.scene import write_scene_mrb
 
     out_dir, result = pipeline_output
     copy = tmp_path / "out"
@@ -312,7 +317,7 @@ def test_scene_mrb_loads_back_with_ct_segmentation_and_table(scene, pipeline_out
 
     # The pipeline holds the CT as a SimpleITK image (LPS): that works as well.
     from osteobmd.io import read_ct
-    from OsteoBMDLib.scene_setup import new_scene
+    from osteobmd.scene.bare_scene import new_scene
 
     from_image = write_scene_mrb(copy, ct_image=read_ct(SAMPLE_CT), mrb_path=str(copy / "from_image.mrb"))
     with new_scene() as other:

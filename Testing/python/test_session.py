@@ -127,7 +127,7 @@ if __name__ == "__main__":  # the stand-in's entry point (see fake_python)
 def scene():
     """A fresh slicer-core scene with the application logic a scene has inside Slicer."""
     pytest.importorskip("slicer", reason="slicer-core (the 'slicer' extra) is not installed")
-    from OsteoBMDLib.scene_setup import new_scene
+    from osteobmd.scene.bare_scene import new_scene
 
     context = new_scene()
     yield context.scene
@@ -172,9 +172,9 @@ def make_session(scene, tmp_path):
 
 
 def load_ct(scene, path, name="CT"):
-    from OsteoBMDLib import results_to_scene
+    from osteobmd.scene.volumes import load_ct as load_ct_file
 
-    return results_to_scene.load_ct(scene, str(path), name=name)
+    return load_ct_file(scene, str(path), name=name)
 
 
 def run(session, worker, timeout=300.0) -> str:
@@ -466,7 +466,7 @@ def test_edit_recompute_and_save_ground_truth(make_session, fake_python, toy_fil
 
 
 def test_views_jump_to_a_vertebra(make_session, fake_python, toy_files, scene):
-    from OsteoBMDLib import results_to_scene
+    from OsteoBMDLib import views
 
     session = make_session(python=fake_python)
     assert not session.jump_to_vertebra("L2")
@@ -483,7 +483,7 @@ def test_views_jump_to_a_vertebra(make_session, fake_python, toy_files, scene):
     composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert composite.GetBackgroundVolumeID() == ct.GetID()
     assert session.jump_to_vertebra("L3")
-    target = results_to_scene.vertebra_center_ras(session.result_nodes.result, "L3")
+    target = views.vertebra_center_ras(session.result_nodes.result, "L3")
     assert slices["Red"].GetSliceToRAS().GetElement(2, 3) == pytest.approx(target[2], abs=1e-3)
     mean_row = session.result_nodes.table.GetCellText(session.result_nodes.table.GetNumberOfRows() - 1, 0)
     assert not session.jump_to_vertebra(mean_row)  # the mean row has no vertebra
