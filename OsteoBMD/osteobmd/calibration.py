@@ -137,11 +137,6 @@ class Calibration:
         return Calibration(**{k: v for k, v in d.items() if k in known})
 
 
-def apply_calibration(hu, cal: Optional[Calibration]):
-    """Functional form of `cal.apply(hu)`; None means no calibration."""
-    return np.asarray(hu, dtype=np.float32) if cal is None else cal.apply(hu)
-
-
 def no_calibration(note: str = "no calibration requested", requested: str = "none") -> Calibration:
     return Calibration(kind="none", note=note, requested=requested)
 

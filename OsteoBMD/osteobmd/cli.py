@@ -39,9 +39,11 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
 
 
 def _pipeline_options(args) -> dict:
-    from .pipeline import parse_vertebrae
+    from .config import DEFAULT_MEAN_VERTEBRAE
+    from .options import parse_vertebrae
 
-    config = PipelineConfig(mean_vertebrae=parse_vertebrae(args.vertebrae), device=args.device)
+    config = PipelineConfig(mean_vertebrae=tuple(parse_vertebrae(args.vertebrae) or DEFAULT_MEAN_VERTEBRAE),
+                            device=args.device)
     return dict(config=config, weights_dir=args.weights, calibration=args.calibration, write_scene=not args.no_scene)
 
 

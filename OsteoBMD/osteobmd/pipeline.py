@@ -5,18 +5,17 @@ from __future__ import annotations
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from . import __version__
 from . import io as ctio
-from .calibration import Calibration, parse_calibration, resolve_calibration
+from .calibration import parse_calibration, resolve_calibration
 from .canal import detect_canal
-from .config import LABEL_OF, VERTEBRA_NAMES, PatchConfig, PipelineConfig, SegmentationConfig, classify_bmd
+from .config import LABEL_OF, VERTEBRA_NAMES, PipelineConfig, classify_bmd
 from .errors import InputError, OutputExistsError
 from .levels import LevelCheck
 from .patches import extract_patch, vertebra_geometry
@@ -59,18 +58,6 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def parse_vertebrae(spec: Optional[Sequence[str] | str]) -> tuple:
-    if spec is None:
-        return PipelineConfig().mean_vertebrae
-    names = [s.strip().upper() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    unknown = [n for n in names if n not in VERTEBRA_NAMES]
-    if not names or unknown:
-        raise InputError(
-            f"Unknown vertebra name(s) {unknown or names}; choose from {', '.join(VERTEBRA_NAMES)}, e.g. L1,L2,L3."
-        )
-    return tuple(n for n in VERTEBRA_NAMES if n in names)
-
-
 def run_case(
     ct_path,
     out_dir,
@@ -90,6 +77,7 @@ def run_case(
     the caller decides the exit code from `result.valid`.
     """
     from . import weights
+    from .weights import trained_patch_config
     from .outputs import write_outputs
     from .regression import predict_bmd
     from .segmentation import segment_lumbar
@@ -137,7 +125,7 @@ def run_case(
         messages.append("Measured from a user-given label map (segmentation skipped).")
 
     with timer.stage("calibration"):
-        cal = _calibration(calibration, ct, spine_center)
+        cal = resolve_calibration(parse_calibration(calibration), ct, spine_center)
         if cal.kind != "none":
             messages.append(f"HU calibration: {cal.kind} (slope {cal.slope:.3f}, intercept {cal.intercept:.1f} HU).")
         elif calibration not in (None, "none"):
@@ -218,16 +206,3 @@ def run_case(
     result.write_json(out_dir / RESULTS_JSON)
     progress("outputs", 1.0, "done")
     return result
-
-
-def trained_patch_config(meta: dict, patches: PatchConfig, window: SegmentationConfig):
-    """(PatchConfig, window) as stored in the regression weights, else the defaults."""
-    pre = (meta or {}).get("preprocessing", {})
-    known = PatchConfig.__dataclass_fields__
-    patch_cfg = replace(patches, **{k: v for k, v in pre.get("patch", {}).items() if k in known})
-    window = replace(window, **{k: pre[k] for k in ("window_level", "window_width") if k in pre})
-    return patch_cfg, window
-
-
-def _calibration(spec: str, ct: sitk.Image, spine_center) -> Calibration:
-    return resolve_calibration(parse_calibration(spec), ct, spine_center)

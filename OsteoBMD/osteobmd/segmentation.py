@@ -7,7 +7,7 @@ sagittal grid and written into every slab slice of a label volume on the CT's gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -20,13 +20,7 @@ from .config import LABEL_OF, SegmentationConfig
 from .levels import LevelCheck, check_levels
 from .progress import ProgressCallback, silent
 from .sagittal import SagittalGrid, sagittal_slice, window01
-
-
-def network_config(meta: dict, cfg: SegmentationConfig) -> SegmentationConfig:
-    """The preprocessing the weights were trained with wins over the defaults."""
-    trained = (meta or {}).get("preprocessing", {})
-    fields = {k: trained[k] for k in ("window_level", "window_width", "spacing_mm", "crop_size") if k in trained}
-    return replace(cfg, **fields)
+from .weights import network_config
 
 
 def _size_multiple(model: torch.nn.Module) -> int:

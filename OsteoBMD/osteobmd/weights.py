@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .config import PatchConfig, SegmentationConfig
 from .errors import InputError, NoTrainedWeightsError
 
 PathLike = Union[str, Path]
@@ -271,3 +273,22 @@ def load_regression_model(
 ) -> Tuple[nn.Module, dict]:
     """The trained DenseNet-121 BMD regressor (forward returns mg/cm3) and its metadata."""
     return load_model(weights_path("regression", weights_dir), "regression", device)
+
+
+# --------------------------------------------------------------------------- preprocessing
+# A model is only right on inputs made as in its training: what its metadata records wins
+# over the defaults in config.py.
+def network_config(meta: dict, cfg: SegmentationConfig) -> SegmentationConfig:
+    """The segmentation preprocessing (window, spacing, crop) stored in the weights, else `cfg`."""
+    trained = (meta or {}).get("preprocessing", {})
+    fields = {k: trained[k] for k in ("window_level", "window_width", "spacing_mm", "crop_size") if k in trained}
+    return replace(cfg, **fields)
+
+
+def trained_patch_config(meta: dict, patches: PatchConfig, window: SegmentationConfig):
+    """(PatchConfig, window) as stored in the regression weights, else the defaults."""
+    pre = (meta or {}).get("preprocessing", {})
+    known = PatchConfig.__dataclass_fields__
+    patch_cfg = replace(patches, **{k: v for k, v in pre.get("patch", {}).items() if k in known})
+    window = replace(window, **{k: pre[k] for k in ("window_level", "window_width") if k in pre})
+    return patch_cfg, window

@@ -11,7 +11,6 @@ import SimpleITK as sitk
 
 from osteobmd.calibration import (
     Calibration,
-    apply_calibration,
     estimate_internal_calibration,
     linear_calibration,
     parse_calibration,
@@ -158,6 +157,6 @@ def test_apply_and_round_trip():
     again = Calibration.from_dict(cal.to_dict())
     assert again == cal
     assert Calibration.from_dict(None).kind == "none"
-    np.testing.assert_array_equal(apply_calibration([1.0, 2.0], None), np.array([1.0, 2.0], np.float32))
+    np.testing.assert_array_equal(Calibration().apply([1.0, 2.0]), np.array([1.0, 2.0], np.float32))
     internal = estimate_internal_calibration(phantom(transform=(0.9, -15.0)))
     assert Calibration.from_dict(internal.to_dict()).slope == internal.slope

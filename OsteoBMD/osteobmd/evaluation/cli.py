@@ -13,25 +13,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-from ..config import VERTEBRA_NAMES
 from ..errors import InputError, OutputExistsError
+from ..options import parse_vertebrae
 from .inputs import read_prediction_csv, read_reference_csv, rows_from_run_folders, _read_csv
 from .report import REPORT_JSON, write_report
 from .segmentation import evaluate_segmentation
 from .stats import evaluate_bmd_table, normalize_vertebra
 
 PathLike = Union[str, Path]
-
-
-def parse_vertebrae(text: Optional[str]) -> Optional[List[str]]:
-    """'L1,L2,L3' -> ['L1', 'L2', 'L3']; None/'' -> None (use what each case measured)."""
-    if text is None or not str(text).strip():
-        return None
-    names = [normalize_vertebra(t) for t in str(text).split(",") if t.strip()]
-    bad = [n for n in names if n not in VERTEBRA_NAMES]
-    if bad or not names:
-        raise InputError(f"--vertebrae '{text}' is not a comma-separated list of L1, L2, L3, L4 (e.g. L1,L2,L3).")
-    return list(dict.fromkeys(names))
 
 
 def _bmd_rows_from_csv(path: Path, reference: Optional[Path]):
