@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import List, Optional
 
 from .config import PipelineConfig
+from .data_files import sample_ct
 from .errors import InputError, OsteoBMDError
 from .progress import JsonLinesProgress, TerminalProgress, silent
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-# The repository's bundled real CT (samples/ct.nii.gz, see samples/README.md).
-SAMPLE_CT = PACKAGE_DIR.parent.parent / "samples" / "ct.nii.gz"
+# The bundled real CT (samples/ct.nii.gz, see samples/README.md; a wheel carries a copy).
+SAMPLE_CT = sample_ct()
 DEMO_OUT = Path("osteobmd-demo")
 
 

@@ -43,6 +43,7 @@ from torch import nn
 
 from . import __version__
 from .config import PatchConfig, SegmentationConfig
+from .data_files import weights_dir as shipped_weights_dir
 from .errors import InputError, NoTrainedWeightsError
 
 PathLike = Union[str, Path]
@@ -61,14 +62,12 @@ _FP16_MAX = 65000.0
 
 
 def default_weights_dir() -> Path:
-    """`$OSTEOBMD_WEIGHTS_DIR` if set, else the repository's `model_weights/`.
-
-    The package lives at OsteoBMD/osteobmd/, so the folder is ../../model_weights from here.
-    """
+    """`$OSTEOBMD_WEIGHTS_DIR` if set, else the shipped weights (the wheel's copy, or the
+    repository's `model_weights/`: data_files)."""
     env = os.environ.get(ENV_WEIGHTS_DIR)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent.parent / "model_weights"
+    return shipped_weights_dir()
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
