@@ -12,14 +12,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..config import NORMAL_ABOVE, OSTEOPOROSIS_BELOW, VERTEBRA_NAMES
+from ..figures import DISCLAIMER
 
 BLAND_ALTMAN_PNG = "bland_altman.png"
 SCATTER_PNG = "scatter.png"
 CONFUSION_PNG = "confusion.png"
 DICE_PNG = "dice.png"
-
-
-DISCLAIMER = "Research use only — not a medical device."
 
 
 def _finish(fig: Figure) -> Figure:

@@ -1,0 +1,179 @@
+"""overview.png and patches.png cannot mislead: checked on the artists of figures drawn from a
+real pipeline run on the sample CT (every level invalid there) and from that result with
+some levels made valid (a partly valid case)."""
+
+import copy
+import re
+from types import SimpleNamespace
+
+import matplotlib.colors as mcolors
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+
+from osteobmd import io as ctio
+from osteobmd.config import CLASSES, classify_bmd
+from osteobmd.figures import (
+    DISCLAIMER, INVALID_COLOR, NOT_VALID, STRIKE_GID, naming_verdict, overview_figure, patches_figure,
+)
+from osteobmd.patches import Patch
+from conftest import SAMPLE_CT
+
+UNIT = r"\s?(?:mg/cm³|mg/cm3|HU|mm²|mm2|mm|%)"
+NUMBER = r"(?<![\w.])[-−+]?\d+(?:\.\d+)?"
+
+
+@pytest.fixture(scope="module")
+def sample_case(pipeline_output):
+    """(result, ct, labels, patches) of the real run on the sample CT."""
+    out_dir, result = pipeline_output
+    npz = np.load(out_dir / "patches.npz")
+    patches = {str(n): Patch(hu=h, x01=x, info=result.vertebra(str(n)).patch, coverage=1.0)
+               for n, h, x in zip(npz["names"], npz["hu"], npz["x01"])}
+    return result, ctio.read_ct(SAMPLE_CT), sitk.ReadImage(str(out_dir / "labels.nrrd")), patches
+
+
+def partly_valid(result):
+    """The real result with L1 and L3 passing their checks: mean over L1+L3, L2 and L4 still invalid."""
+    r = copy.deepcopy(result)
+    for v in r.vertebrae:
+        if v.name in ("L1", "L3"):
+            v.valid, v.reasons = True, []
+    r.mean_bmd_mg_cm3 = float(np.mean([r.vertebra(n).bmd_mg_cm3 for n in ("L1", "L3")]))
+    r.classification = classify_bmd(r.mean_bmd_mg_cm3)
+    r.valid = True
+    return r
+
+
+@pytest.fixture(scope="module")
+def figures(sample_case):
+    result, ct, labels, patches = sample_case
+    mixed = partly_valid(result)
+    return {
+        "invalid": (result, [overview_figure(result, ct, labels, patches), patches_figure(result, patches)]),
+        "partly valid": (mixed, [overview_figure(mixed, ct, labels, patches), patches_figure(mixed, patches)]),
+    }
+
+
+def drawn_texts(fig):
+    fig.canvas.draw()
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def is_struck(fig, text, renderer) -> bool:
+    box = text.get_window_extent(renderer)
+    for line in fig.findobj(Line2D):
+        if line.get_gid() != STRIKE_GID:
+            continue
+        (x0, y), (x1, _) = line.get_transform().transform(np.column_stack(line.get_data()))
+        if box.y0 < y < box.y1 and x0 <= box.x0 + 1 and x1 >= box.x1 - 1:
+            return True
+    return False
+
+
+def test_the_sample_run_is_the_invalid_case_this_file_needs(sample_case):
+    result = sample_case[0]
+    assert not result.valid and all(not v.valid for v in result.vertebrae)
+    assert all(v.bmd_mg_cm3 is not None for v in result.vertebrae)  # numbers exist, and are not to be trusted
+
+
+@pytest.mark.parametrize("case", ["invalid", "partly valid"])
+def test_an_invalid_levels_number_is_greyed_struck_and_marked_wherever_drawn(figures, case):
+    result, figs = figures[case]
+    for fig in figs:
+        renderer = fig.canvas.get_renderer()
+        texts = drawn_texts(fig)
+        for v in result.vertebrae:
+            number = f"{v.bmd_mg_cm3:.1f} mg/cm³"
+            showing = [t for t in texts if number in t.get_text()]
+            assert showing, f"{v.name}'s BMD is not drawn"
+            for t in showing:
+                if v.valid:
+                    assert not mcolors.same_color(t.get_color(), INVALID_COLOR) and not is_struck(fig, t, renderer)
+                else:
+                    assert mcolors.same_color(t.get_color(), INVALID_COLOR), (v.name, t.get_text())
+                    assert is_struck(fig, t, renderer), (v.name, t.get_text())
+            if not v.valid:  # "not valid" and the reason in full, beside it
+                reasons = [t.get_text().replace("\n", " ") for t in texts if t.get_gid() == f"reason {v.name}"]
+                assert reasons and reasons[0].startswith(f"{NOT_VALID}: ")
+                assert all(r in reasons[0] for r in v.reasons)
+
+
+def test_the_class_is_drawn_only_for_a_valid_mean(figures):
+    for case, (result, figs) in figures.items():
+        overview = figs[0]
+        shown = [t.get_text() for t in drawn_texts(overview) if t.get_gid() == "class"]
+        if result.valid:
+            assert shown == [result.classification.upper()]
+        else:
+            assert shown == ["NO VALID MEASUREMENT"]
+            assert not any(c.upper() in t.get_text() for t in drawn_texts(overview) for c in CLASSES)
+            reasons = {t.get_text().replace("\n", " ") for t in drawn_texts(overview) if t.get_gid() == "reason"}
+            assert {f"• {r}" for v in result.vertebrae if v.name in result.mean_vertebrae for r in v.reasons} == reasons
+
+
+def test_every_drawn_number_has_its_unit(figures, sample_case):
+    for result, figs in figures.values():
+        for fig in figs:
+            ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()}
+            for ax in fig.axes:  # tick numbers take their unit from the axis label
+                if ax.get_xticks().size and ax.xaxis.get_visible() and any(t.get_text() for t in ax.get_xticklabels()):
+                    assert "(mm)" in ax.get_xlabel() and "(mm)" in ax.get_ylabel()
+            for t in drawn_texts(fig):
+                if id(t) in ticks:
+                    continue
+                s = t.get_text().replace("\n", " ").replace(f"case {result.case}", "case")
+                # The pipeline's own reasons give a range after the unit: "110 mm apart (expected 18-55)".
+                s = re.sub(r"\(expected [\d.]+-[\d.]+\)", "", s)
+                bare = [m.group() for m in re.finditer(NUMBER + r"(?:[-–]\d+(?:\.\d+)?)?", s)
+                        if not re.match(UNIT, s[m.end():])]
+                assert not bare, f"number(s) {bare} without a unit in {s!r}"
+
+
+def test_no_text_is_cut_overlapping_or_over_a_cell_border(figures):
+    for result, figs in figures.values():
+        for fig in figs:
+            renderer = fig.canvas.get_renderer()
+            texts = drawn_texts(fig)
+            boxes = [t.get_window_extent(renderer) for t in texts]
+            page = fig.bbox
+            for t, b in zip(texts, boxes):
+                assert page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1, t.get_text()
+            for a in range(len(texts)):
+                for b in range(a + 1, len(texts)):
+                    shrunk = boxes[b].padded(-0.5)
+                    assert not boxes[a].overlaps(shrunk), (texts[a].get_text(), texts[b].get_text())
+            cells = [p.get_window_extent(renderer) for p in fig.patches if isinstance(p, Rectangle)]
+            for t, b in zip(texts, boxes):
+                for cell in cells:
+                    inside = cell.x0 <= b.x0 and b.x1 <= cell.x1 and cell.y0 <= b.y0 and b.y1 <= cell.y1
+                    assert inside or not cell.overlaps(b.padded(-0.5)), t.get_text()
+
+
+def test_every_picture_carries_the_disclaimer(figures):
+    for _, figs in figures.values():
+        for fig in figs:
+            assert [t.get_text() for t in drawn_texts(fig)].count(DISCLAIMER) == 1
+
+
+def test_the_level_naming_verdict_is_read_tolerantly_and_drawn(sample_case):
+    result, ct, labels, patches = sample_case
+    r = copy.deepcopy(result)
+    r.level_anchor, r.levels_consistent = "none", None
+    verdict, lines = naming_verdict(r)
+    assert verdict is None and "NOT checked" in lines[0]
+
+    r.naming = {"anchor": "sacrum+ribs", "anchors_agree": False, "messages": ["the ribs count 11 thoracic levels"]}
+    verdict, lines = naming_verdict(r)
+    assert verdict is False and "disagree" in lines[0] and lines[-1] == "the ribs count 11 thoracic levels"
+
+    r.naming = SimpleNamespace(anchor="sacrum+ribs", consistent=True, off_by_one=True, messages=[])
+    verdict, lines = naming_verdict(r)
+    assert verdict is False and "consistent with the sacrum and the ribs" in lines[0]
+    assert "Transitional anatomy: levels may be off by one." in lines
+
+    drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
+    assert all(line in drawn for line in lines)
