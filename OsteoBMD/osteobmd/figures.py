@@ -55,34 +55,41 @@ class Sheet:
         self._texts: List[Tuple[Text, float, float]] = []
         self._boxes: List[Tuple[float, float, float, float, dict]] = []
         self._strikes: List[Text] = []
+        self._widths: Dict[Tuple[str, float, str], float] = {}
 
     def text_width(self, s: str, size: float, weight: str = "normal") -> float:
-        """Width in inches of one line of text."""
-        prop = FontProperties(size=size, weight=weight)
-        return self.renderer.get_text_width_height_descent(s, prop, ismath=False)[0] / DPI
+        """Width in inches of one line of text (measured once per string: the renderer is slow)."""
+        key = (s, size, weight)
+        if key not in self._widths:
+            prop = FontProperties(size=size, weight=weight)
+            self._widths[key] = self.renderer.get_text_width_height_descent(s, prop, ismath=False)[0] / DPI
+        return self._widths[key]
 
     def wrap(self, s: str, width_in: float, size: float, weight: str = "normal") -> str:
-        """`s` broken into lines no wider than `width_in` (a word longer than a line is split)."""
+        """`s` broken into lines no wider than `width_in` (a word longer than a line is split).
+        Lines are filled from word widths; each line is then measured whole, and one that
+        came out too wide (kerning) loses its last word."""
+        space = self.text_width("a a", size, weight) - self.text_width("aa", size, weight)
         lines: List[str] = []
         for paragraph in str(s).split("\n"):
-            line = ""
+            words: List[str] = []
             for word in paragraph.split(" "):
-                while self.text_width(word, size, weight) > width_in and len(word) > 1:
+                while len(word) > 1 and self.text_width(word, size, weight) > width_in:
                     cut = len(word) - 1
                     while cut > 1 and self.text_width(word[:cut], size, weight) > width_in:
                         cut -= 1
-                    if line:
-                        lines.append(line)
-                        line = ""
-                    lines.append(word[:cut])
+                    words.append(word[:cut])
                     word = word[cut:]
-                candidate = f"{line} {word}" if line else word
-                if line and self.text_width(candidate, size, weight) > width_in:
-                    lines.append(line)
-                    line = word
-                else:
-                    line = candidate
-            lines.append(line)
+                words.append(word)
+            while words:
+                n, used = 1, self.text_width(words[0], size, weight)
+                while n < len(words) and used + space + self.text_width(words[n], size, weight) <= width_in:
+                    used += space + self.text_width(words[n], size, weight)
+                    n += 1
+                while n > 1 and self.text_width(" ".join(words[:n]), size, weight) > width_in:
+                    n -= 1
+                lines.append(" ".join(words[:n]))
+                words = words[n:]
         return "\n".join(lines)
 
     def text(self, x: float, y: float, s: str, size: float, width: Optional[float] = None,
