@@ -177,3 +177,13 @@ def test_the_level_naming_verdict_is_read_tolerantly_and_drawn(sample_case):
 
     drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
     assert all(line in drawn for line in lines)
+
+    # The naming stage's own record (results.json form): named from the sacrum, flagged.
+    r.naming = {"valid": True, "anchor": "sacrum", "message": "ribs and sacrum disagree by one level",
+                "flags": ["levels may be off by one (transitional anatomy)"]}
+    verdict, lines = naming_verdict(r)
+    assert verdict is False and "Transitional anatomy: levels may be off by one." in lines
+    assert "ribs and sacrum disagree by one level" in lines
+    r.naming = {"valid": False, "anchor": None, "message": "no sacrum and no rib in view", "flags": []}
+    verdict, lines = naming_verdict(r)
+    assert verdict is None and "NOT checked" in lines[0] and "no sacrum and no rib in view" in lines
