@@ -10,6 +10,7 @@ from typing import Callable, Dict, List
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..config import NORMAL_ABOVE, OSTEOPOROSIS_BELOW, VERTEBRA_NAMES
 from ..figures import DISCLAIMER
@@ -96,7 +97,8 @@ def confusion_figure(report: dict) -> Figure:
     fig = Figure(figsize=(5, 4.3))
     ax = fig.add_subplot(111)
     im = ax.imshow(conf, cmap="Blues", vmin=0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=MaxNLocator(integer=True))
+    bar.set_label("cases")
     top = conf.max() if conf.size else 0
     for i in range(conf.shape[0]):
         for j in range(conf.shape[1]):
