@@ -48,11 +48,12 @@ def make_big_ct(folder: Path) -> dict:
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
+from osteobmd.options import RunOptions
 from osteobmd.pipeline import run_case
-from osteobmd.config import PipelineConfig
 t_import = time.perf_counter() - t0
 t1 = time.perf_counter()
-r = run_case(sys.argv[1], sys.argv[2], config=PipelineConfig(device=sys.argv[3]), overwrite=True, write_scene=sys.argv[4] == '1')
+options = RunOptions.parse(device=sys.argv[3], overwrite=True, write_scene=sys.argv[4] == '1')
+r = run_case(sys.argv[1], sys.argv[2], options)
 wall = time.perf_counter() - t1
 print(json.dumps({"import_s": t_import, "run_s": wall, "stages": r.timings_s,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

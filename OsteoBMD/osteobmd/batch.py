@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import io as ctio
 from .errors import InputError, OsteoBMDError
+from .options import RunOptions
 from .results import RESULTS_JSON, CaseResult
 
 SUMMARY_CSV = "summary.csv"
@@ -72,7 +73,7 @@ def collect_inputs(inputs: Path) -> List[BatchItem]:
     return items
 
 
-def _run_one(item: BatchItem, out_root: str, options: dict, threads: int) -> dict:
+def _run_one(item: BatchItem, out_root: str, options: RunOptions, threads: int) -> dict:
     import torch
 
     from .pipeline import run_case
@@ -81,7 +82,7 @@ def _run_one(item: BatchItem, out_root: str, options: dict, threads: int) -> dic
     out_dir = Path(out_root) / item.case_id
     row = {"case_id": item.case_id, "mean_bmd_mg_cm3": "", "classification": "", "valid_vertebrae": "", "message": ""}
     try:
-        result = run_case(item.ct_path, out_dir, mask_path=item.mask_path, case_id=item.case_id, **options)
+        result = run_case(item.ct_path, out_dir, replace(options, mask_path=item.mask_path, case_id=item.case_id))
     except OsteoBMDError as err:
         row.update(status="bad_input" if err.exit_code == 2 else "error", message=str(err))
         return row
@@ -103,13 +104,13 @@ def _summary_row(result: CaseResult, row: dict) -> dict:
 
 
 def run_batch(
-    inputs: Path, out_root: Path, workers: int = 1, options: Optional[dict] = None,
+    inputs: Path, out_root: Path, workers: int = 1, options: Optional[RunOptions] = None,
     report: Callable[[str], None] = print,
 ) -> List[dict]:
     items = collect_inputs(inputs)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    options = dict(options or {})
+    options = options or RunOptions()
     rows, todo = [], []
     for item in items:
         done = out_root / item.case_id / RESULTS_JSON

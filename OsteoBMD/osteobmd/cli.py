@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from .config import PipelineConfig
 from .data_files import sample_ct
 from .errors import InputError, OsteoBMDError
+from .options import add_case_arguments, add_measure_arguments
 from .progress import JsonLinesProgress, TerminalProgress, silent
 
 # The bundled real CT (samples/ct.nii.gz, see samples/README.md; a wheel carries a copy).
@@ -26,25 +27,6 @@ def _progress(kind: str):
     if kind == "auto":
         kind = "bar" if sys.stderr.isatty() else "json"
     return {"json": JsonLinesProgress(), "bar": TerminalProgress(), "none": silent}[kind]
-
-
-def _add_measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: a CUDA GPU when there is one, else the CPU")
-    p.add_argument("--vertebrae", default="L1,L2,L3", help="vertebrae whose BMD makes the mean (default L1,L2,L3)")
-    p.add_argument("--calibration", default="none",
-                   help="HU calibration: none, internal (air and fat of the patient), or linear:SLOPE,INTERCEPT")
-    p.add_argument("--weights", type=Path, default=None, help="folder with the model weights (default: model_weights/)")
-    p.add_argument("--no-scene", action="store_true", help="do not write scene.mrb")
-
-
-def _pipeline_options(args) -> dict:
-    from .config import DEFAULT_MEAN_VERTEBRAE
-    from .options import parse_vertebrae
-
-    config = PipelineConfig(mean_vertebrae=tuple(parse_vertebrae(args.vertebrae) or DEFAULT_MEAN_VERTEBRAE),
-                            device=args.device)
-    return dict(config=config, weights_dir=args.weights, calibration=args.calibration, write_scene=not args.no_scene)
 
 
 def _print_result(result, out_dir: Path) -> None:
@@ -60,11 +42,11 @@ def _print_result(result, out_dir: Path) -> None:
 
 
 def _run(args) -> int:
+    from .options import RunOptions
     from .pipeline import run_case
 
-    options = _pipeline_options(args)
-    result = run_case(args.ct, args.out, mask_path=args.mask, progress=_progress(args.progress),
-                      overwrite=args.overwrite, case_id=args.case_id, **options)
+    options = RunOptions.from_args(args)  # every bad value is refused here, before the CT is read
+    result = run_case(args.ct, args.out, options, progress=_progress(args.progress))
     _print_result(result, args.out)
     if not result.valid:
         print("osteobmd: no valid measurement: "
@@ -75,8 +57,9 @@ def _run(args) -> int:
 
 def _batch(args) -> int:
     from .batch import run_batch
+    from .options import RunOptions
 
-    rows = run_batch(args.inputs, args.out, workers=args.workers, options=_pipeline_options(args))
+    rows = run_batch(args.inputs, args.out, workers=args.workers, options=RunOptions.from_args(args))
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -85,8 +68,11 @@ def _batch(args) -> int:
 
 
 def _demo(args) -> int:
+    from .options import RunOptions
     from .pipeline import run_case
 
+    # The demo folder is the tool's own: re-running the demo replaces it.
+    options = RunOptions.parse(device=args.device, overwrite=True)
     out = args.out or (DEMO_OUT / ("synthetic" if args.synthetic else "sample"))
     if args.synthetic:
         from .synthetic import make_case, write_case
@@ -103,9 +89,7 @@ def _demo(args) -> int:
         if not ct_path.exists():
             raise InputError(f"The bundled sample CT is missing ({ct_path}); reinstall from the repository.")
         print("sample: real abdomen CT from the TotalSegmentator example (Apache-2.0, see samples/README.md)")
-    # The demo folder is the tool's own: re-running the demo replaces it.
-    result = run_case(ct_path, out, progress=_progress(args.progress), overwrite=True, case_id=case_id,
-                      config=PipelineConfig(device=args.device))
+    result = run_case(ct_path, out, replace(options, case_id=case_id), progress=_progress(args.progress))
     _print_result(result, out)
     if not result.valid:
         print("no valid measurement on this case: the reasons are above and in results.json; "
@@ -122,26 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure one CT")
     p.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--mask", type=Path, default=None,
-                   help="label map (1..4 = L1..L4, CT grid): skip segmentation and measure these masks")
-    p.add_argument("--case-id", default=None, help="case id for the outputs (default: the input's name)")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
-    _add_measure_options(p)
+    add_case_arguments(p)
+    add_measure_arguments(p)
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("batch", help="measure many CTs (a folder or a CSV with a 'path' column)")
     p.add_argument("inputs", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--workers", type=int, default=1)
-    _add_measure_options(p)
+    add_measure_arguments(p)
     p.set_defaults(handler=_batch)
 
     p = sub.add_parser("demo", help="run on the bundled real sample CT (or --synthetic)")
     p.add_argument("--synthetic", action="store_true", help="use a synthetic CT made by the package instead")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
     p.set_defaults(handler=_demo)
 

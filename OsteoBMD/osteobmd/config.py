@@ -80,11 +80,11 @@ class PatchConfig:
 
 @dataclass
 class PipelineConfig:
+    """The method's settings; what the user chooses per run is options.RunOptions."""
+
     canal: CanalConfig = field(default_factory=CanalConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
-    mean_vertebrae: Tuple[str, ...] = DEFAULT_MEAN_VERTEBRAE
-    device: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)

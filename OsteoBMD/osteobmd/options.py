@@ -92,6 +92,8 @@ class RunOptions:
         object.__setattr__(self, "mean_vertebrae", tuple(self.mean_vertebrae))
         object.__setattr__(self, "mask_path", _optional_path(self.mask_path))
         object.__setattr__(self, "weights_dir", _optional_path(self.weights_dir))
+        if not isinstance(self.calibration, Calibration):
+            object.__setattr__(self, "calibration", parse_calibration(self.calibration))
 
     @classmethod
     def parse(cls, device: Optional[str] = "auto", vertebrae=None, calibration: Optional[str] = "none",

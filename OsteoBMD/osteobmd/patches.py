@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
+from .calibration import Calibration
 from .config import LABEL_OF, PatchConfig, SegmentationConfig
 from .results import PatchInfo
 from .sagittal import window01
@@ -135,8 +136,12 @@ def extract_patch(
     labels: Optional[sitk.Image] = None,
     label_value: Optional[int] = None,
     window: SegmentationConfig = SegmentationConfig(),
+    calibration: Optional[Calibration] = None,
 ) -> Patch:
-    """Cut the 3 x size x size trabecular patch of one vertebra (METHOD 3.2-3.5)."""
+    """Cut the 3 x size x size trabecular patch of one vertebra (METHOD 3.2-3.5).
+
+    `hu` keeps the scanner's HU; the network input `x01` is made from the calibrated HU.
+    """
     center = np.asarray(center_lps_mm, float)
     s = cfg.spacing_mm
     offsets = [-cfg.slice_step_mm, 0.0, cfg.slice_step_mm]
@@ -191,8 +196,13 @@ def extract_patch(
         corners_lps_mm=[[float(v) for v in p] for p in corners],
         mean_hu=float(hu.mean()),
     )
-    x01 = np.round(window01(hu, window) * 255.0) / 255.0
-    return Patch(hu=hu, x01=x01.astype(np.float32), info=info, coverage=cov, reasons=reasons)
+    x01 = network_input(calibration.apply(hu) if calibration is not None else hu, window)
+    return Patch(hu=hu, x01=x01, info=info, coverage=cov, reasons=reasons)
+
+
+def network_input(hu: np.ndarray, window: SegmentationConfig) -> np.ndarray:
+    """The regression network's input: fixed-window scaling, quantised to 8 bits as the paper."""
+    return (np.round(window01(hu, window) * 255.0) / 255.0).astype(np.float32)
 
 
 def vertebra_centers(labels: sitk.Image, ct: Optional[sitk.Image] = None) -> Dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ sagittal grid and written into every slab slice of a label volume on the CT's gr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,7 +17,6 @@ from scipy import ndimage
 
 from .canal import CanalResult
 from .config import LABEL_OF, SegmentationConfig
-from .levels import LevelCheck, check_levels
 from .progress import ProgressCallback, silent
 from .sagittal import SagittalGrid, sagittal_slice, window01
 from .weights import network_config
@@ -71,7 +70,7 @@ def fused_probabilities(
 class Segmentation:
     labels: sitk.Image  # L1-L4 (1..4) on the CT's grid, in the slab's sagittal slices
     fused: np.ndarray  # the fused sagittal class map s[z, y], anchor classes included
-    level_check: LevelCheck
+    spacing_zy: Tuple[float, float]  # of `fused`, in mm
 
 
 def segment_lumbar(
@@ -79,7 +78,7 @@ def segment_lumbar(
     cfg: SegmentationConfig = SegmentationConfig(), device: torch.device = torch.device("cpu"),
     progress: ProgressCallback = silent,
 ) -> Segmentation:
-    """Segment L1-L4 on the slab and check their names against the anchors in view."""
+    """Segment L1-L4 (and the anchor classes, kept in `fused`) on the canal's sagittal slab."""
     progress("segmentation", 0.0, "segmenting L1-L4 on sagittal images")
     cfg = network_config(meta, cfg)
     volume = sitk.GetArrayViewFromImage(ct)
@@ -93,4 +92,4 @@ def segment_lumbar(
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(ct)
     progress("segmentation", 1.0, "segmentation done")
-    return Segmentation(image, fused, check_levels(fused, (sz, sy)))
+    return Segmentation(image, fused, (sz, sy))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -272,6 +272,26 @@ def load_regression_model(
 ) -> Tuple[nn.Module, dict]:
     """The trained DenseNet-121 BMD regressor (forward returns mg/cm3) and its metadata."""
     return load_model(weights_path("regression", weights_dir), "regression", device)
+
+
+@dataclass
+class Models:
+    """The trained networks of one run, on their device, with their metadata."""
+
+    device: torch.device
+    regression: nn.Module
+    regression_meta: dict
+    segmentation: Optional[nn.Module] = None  # None when the user gives the label map
+    segmentation_meta: Optional[dict] = None
+
+
+def load_models(weights_dir: Optional[PathLike] = None, device: Union[str, torch.device] = "auto",
+                segmentation: bool = True) -> Models:
+    """Both models at once, before any long step, so a bad device or missing weights fail at once."""
+    torch_device = resolve_device(device)
+    seg_model, seg_meta = load_segmentation_model(weights_dir, torch_device) if segmentation else (None, None)
+    reg_model, reg_meta = load_regression_model(weights_dir, torch_device)
+    return Models(torch_device, reg_model, reg_meta, seg_model, seg_meta)
 
 
 # --------------------------------------------------------------------------- preprocessing
