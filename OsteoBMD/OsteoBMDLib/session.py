@@ -8,20 +8,27 @@ scene, nodes and storage nodes only (never ``slicer.app``, ``slicer.util`` or Qt
 same code runs in Slicer (``OsteoBMDLogic`` builds it with Slicer's scene and PythonSlicer)
 and in the tests (a slicer-core scene and ``sys.executable``).
 
+The run in progress is the session's (``worker``): ``poll_run()`` reports its progress and,
+once it ended, commits or discards it. The run's choices are an ``osteobmd.options.RunOptions``
+(``run_options()``), which become the worker's command line through ``RunOptions.to_argv()``.
+
 Errors the reader must act on raise ``SessionError``; its ``code`` lets the panel show the
-text in the reader's language (``OsteoBMDLogic.errorText``).
+text in the reader's language (``texts.error_text``).
 """
 
+import dataclasses
 import hashlib
 import os
 import shutil
 import tempfile
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import vtk
 
 import slicer
+from osteobmd.config import DEFAULT_MEAN_VERTEBRAE
 from osteobmd.results import RESULTS_JSON
 from osteobmd.scene.output_folder import load_results
 from osteobmd.scene.segmentation import labelmap_to_segmentation
@@ -30,6 +37,10 @@ from osteobmd.scene.volumes import load_ct, load_labelmap
 from . import case_list as case_list_lib
 from . import ground_truth, masks, views
 from . import worker as workerlib
+from .worker import CANCELLED, FAILED, FINISHED  # noqa: F401 (the run states, also the outcomes below)
+
+if TYPE_CHECKING:  # imported on use: parsing options needs the packages the panel installs first
+    from osteobmd.options import RunOptions
 
 # SessionError codes.
 NO_VOLUME = "no_volume"
@@ -37,6 +48,7 @@ NO_PYTHON = "no_python"
 NOT_MEASURED = "not_measured"
 NOT_MEASURED_FOR_SAVE = "not_measured_for_save"
 MASKS_NOT_RECOMPUTED = "masks_not_recomputed"
+NO_MEAN_VERTEBRA = "no_mean_vertebra"
 MESSAGES = {
     NO_VOLUME: "Select a CT volume first.",
     NO_PYTHON: "The Python that runs the measurement was not found; reinstall Slicer.",
@@ -44,13 +56,15 @@ MESSAGES = {
     NOT_MEASURED_FOR_SAVE: "Measure the case first (Apply), check or correct the masks, then save.",
     MASKS_NOT_RECOMPUTED: "The masks were edited after the last measurement: press Recompute BMD first, "
                           "so that the saved BMD matches the saved masks.",
+    NO_MEAN_VERTEBRA: "Tick at least one vertebra for the mean BMD.",
 }
 
-# What finish_run() made of a run that ended.
-FINISHED = "finished"  # results committed and loaded
-NO_VALID = "no_valid"  # results committed and loaded, but no vertebra passed the checks
-FAILED = "failed"  # discarded; the earlier results are as they were
-CANCELLED = "cancelled"  # discarded
+# What finish_run() made of a run that ended: the worker's state (worker.py), refined.
+#   FINISHED   results committed and loaded
+#   NO_VALID   results committed and loaded, but no vertebra passed the checks (a FAILED exit 3)
+#   FAILED     discarded; the earlier results are as they were
+#   CANCELLED  discarded
+NO_VALID = "no_valid"
 
 AUTO = "auto"  # a run on the network's masks
 CORRECTED = "corrected"  # a run on the reader's masks
@@ -67,36 +81,29 @@ class SessionError(Exception):
         self.code = code
 
 
+@dataclass
+class RunUpdate:
+    """What poll_run() reports: progress, new log lines and, once the run ended, its outcome."""
+
+    percent: int
+    stage: str
+    message: str
+    log_lines: List[str] = field(default_factory=list)
+    outcome: Optional[str] = None  # FINISHED, NO_VALID, FAILED or CANCELLED once the run ended
+    error: str = ""  # FAILED: the run's one-line message
+
+
+@dataclass
+class CaseOpened:
+    """A case of the case list, loaded: its CT node and what happened to the reader's mask edits."""
+
+    ct: object
+    edits_restored: bool  # the case's kept edits are back in its segmentation, to be recomputed
+    edits_kept: Optional[str] = None  # where the edits of the case left were written
+    list_opened: bool = False  # the case list was opened just now (open_cases)
+
+
 # --------------------------------------------------------------------------- helpers
-
-
-def missing_requirements(requirements_file: str) -> List[str]:
-    """Requirements not satisfied in this Python ('torch' first when it is missing)."""
-    import importlib.metadata
-    import importlib.util
-
-    from packaging.requirements import Requirement
-
-    missing = [] if importlib.util.find_spec("torch") else ["torch"]
-    with open(requirements_file) as f:
-        lines = [line.split("#")[0].strip() for line in f]
-    for line in filter(None, lines):
-        req = Requirement(line)
-        try:
-            if importlib.metadata.version(req.name) not in req.specifier:
-                missing.append(line)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(line)
-    return missing
-
-
-def shipped_weights_dir(module_dir: str) -> Optional[str]:
-    """The model weights installed with the extension, or beside the source tree (None: none)."""
-    for candidate in (os.path.join(module_dir, "Resources", "model_weights"),
-                      os.path.join(os.path.dirname(module_dir), "model_weights")):
-        if os.path.isdir(candidate) and os.listdir(candidate):
-            return candidate
-    return None
 
 
 def volume_from_image(scene, image, name: str):
@@ -159,6 +166,7 @@ class MeasurementSession:
         self._run_ct_path = None
         self._run_volume_node = None
         self._observed = None  # (vtkSegmentation, observer tag)
+        self.worker = None  # the run in progress (worker.PipelineWorker), until poll_run() ends it
 
     # ---------------------------------------------------------------- run folders
 
@@ -179,8 +187,7 @@ class MeasurementSession:
         self._run_ct_path = path
         return path
 
-    def _start_worker(self, ct_path: str, out_dir: str, mask_path: Optional[str], device: str,
-                      vertebrae: Sequence[str], case_id: str, kind: str):
+    def _start_worker(self, ct_path: str, out_dir: str, options: "RunOptions", kind: str):
         """Run into '<out_dir>.running'; commit_run() moves it into place only when it succeeded,
         so a failed or cancelled run leaves the earlier results as they were."""
         if not self.python_executable:
@@ -189,14 +196,12 @@ class MeasurementSession:
         run_dir = out_dir + ".running"
         shutil.rmtree(run_dir, ignore_errors=True)
         os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-        worker = workerlib.PipelineWorker(
-            self.python_executable, ct_path, run_dir, mask_path=mask_path, device=device, vertebrae=vertebrae,
-            overwrite=True, weights_dir=self.weights_dir, pythonpath=self.pythonpath,
-            extra_args=["--no-scene", "--case-id", case_id])
+        worker = workerlib.PipelineWorker(self.python_executable, ct_path, run_dir, options, pythonpath=self.pythonpath)
         worker.cwd = os.path.dirname(out_dir)
         worker.final_dir = out_dir
         worker.kind = kind
-        return worker.start()
+        self.worker = worker.start()
+        return worker
 
     def _remove_run_ct(self) -> None:
         if self._run_ct_path and os.path.exists(self._run_ct_path):
@@ -221,28 +226,70 @@ class MeasurementSession:
 
     # ---------------------------------------------------------------- measuring
 
-    def start_measurement(self, volume_node, device: str = "auto", vertebrae: Sequence[str] = ("L1", "L2", "L3"),
-                          case_id: str = "case"):
-        """Start the pipeline on a CT node (the network segments it); returns the running worker."""
+    def run_options(self, case_id: str = "case", device: str = "auto",
+                    vertebrae: Optional[Sequence[str]] = DEFAULT_MEAN_VERTEBRAE, calibration: str = "none",
+                    mask: Optional[str] = None) -> "RunOptions":
+        """The options of a worker run from the reader's choices: a bad value fails here
+        (InputError, or SessionError when no vertebra is ticked for the mean), before any run."""
+        from osteobmd.options import RunOptions
+
+        if vertebrae is not None and not list(vertebrae):
+            raise SessionError(NO_MEAN_VERTEBRA)
+        return RunOptions.parse(device=device, vertebrae=vertebrae, calibration=calibration, mask=mask,
+                                weights=self.weights_dir, write_scene=False, overwrite=True, case_id=case_id)
+
+    def start_measurement(self, volume_node, options: Optional["RunOptions"] = None, **choices):
+        """Start the pipeline on a CT node (the network segments it); returns the running worker.
+
+        ``options`` come from run_options() (the panel's parameter node); without them the
+        keywords ``choices`` are run_options()'s.
+        """
         if volume_node is None or volume_node.GetImageData() is None:
             raise SessionError(NO_VOLUME)
+        options = options or self.run_options(**choices)
+        self.keep_mask_edits()  # a case list's case: the reader's edits stay in its folder
         if self.result_nodes is not None and self.result_nodes.ct is not volume_node:
             self.forget_results()
         self._run_volume_node = volume_node
         ct_path = self._write_ct(volume_node)
-        return self._start_worker(ct_path, self.output_dir(case_id, AUTO), None, device, vertebrae, case_id, AUTO)
+        return self._start_worker(ct_path, self.output_dir(options.case_id, AUTO), options, AUTO)
 
-    def start_recompute(self, device: str = "auto", vertebrae: Sequence[str] = ("L1", "L2", "L3"),
-                        case_id: str = "case"):
+    def start_recompute(self, options: Optional["RunOptions"] = None, **choices):
         """Measure again from the segmentation as it is now (the reader's corrected masks)."""
         nodes = self.result_nodes
         if nodes is None or nodes.segmentation is None:
             raise SessionError(NOT_MEASURED)
-        out_dir = self.output_dir(case_id, CORRECTED)
+        options = options or self.run_options(**choices)
+        out_dir = self.output_dir(options.case_id, CORRECTED)
         mask_path = os.path.join(os.path.dirname(out_dir), CORRECTED_MASK)
         masks.export_mask_file(self.scene, nodes.segmentation, nodes.ct, mask_path)
         ct_path = self._write_ct(nodes.ct)
-        return self._start_worker(ct_path, out_dir, mask_path, device, vertebrae, case_id, CORRECTED)
+        return self._start_worker(ct_path, out_dir, dataclasses.replace(options, mask_path=mask_path), CORRECTED)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and not self.worker.status.done
+
+    def cancel_run(self) -> None:
+        """End the run in progress (its process tree); the next poll_run() discards it."""
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def poll_run(self) -> Optional["RunUpdate"]:
+        """What the run in progress reported since the last call (None: no run). Once it
+        ended, its outcome: committed and loaded, or discarded (see finish_run)."""
+        worker = self.worker
+        if worker is None:
+            return None
+        status = worker.poll()
+        update = RunUpdate(percent=int(round(100 * status.fraction)), stage=status.stage, message=status.message,
+                           log_lines=list(worker.log))
+        worker.log.clear()
+        if status.done:
+            self.worker = None
+            update.outcome = self.finish_run(worker)
+            update.error = run_error(worker) if update.outcome == FAILED else ""
+        return update
 
     def finish_run(self, worker) -> str:
         """After the worker ended: discard it (FAILED, CANCELLED) or commit and load it (FINISHED,
@@ -250,15 +297,14 @@ class MeasurementSession:
         status = worker.status if worker.status.done else worker.poll()
         if not status.done:
             raise RuntimeError("The worker is still running; wait for it or cancel it first.")
-        if status.state == workerlib.CANCELLED:
+        if status.state == CANCELLED:
             self.discard_run(worker)
             return CANCELLED
-        if status.state == workerlib.FAILED and not (status.returncode == workerlib.EXIT_NO_VALID
-                                                     and worker.has_results):
+        if status.state == FAILED and not (status.returncode == workerlib.EXIT_NO_VALID and worker.has_results):
             self.discard_run(worker)
             return FAILED
         self.load_measurement(self.commit_run(worker), corrected=(worker.kind == CORRECTED))
-        return FINISHED if status.state == workerlib.FINISHED else NO_VALID
+        return FINISHED if status.state == FINISHED else NO_VALID
 
     def load_measurement(self, out_dir: str, corrected: bool = False, ct_node=None):
         """Read a finished run into the scene (a recompute keeps the reader's segmentation).
@@ -324,13 +370,24 @@ class MeasurementSession:
 
     # ---------------------------------------------------------------- ground truth
 
-    def save_ground_truth(self, data_dir: str, case_id: str, overwrite: bool = False) -> str:
-        """Save the shown case as DATA/<case_id>/ (refuses to replace an earlier save unless asked)."""
+    def ground_truth_case_id(self, typed: str, volume_node=None) -> str:
+        """The case id the reader typed, else the current case's."""
+        return (typed or "").strip() or self.current_case_id(volume_node)
+
+    def save_ground_truth(self, data_dir: str, case_id: str, overwrite: bool = False,
+                          replace: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+        """Save the shown case as DATA/<case_id>/. An earlier save is replaced only with
+        ``overwrite``, or when ``replace(case_id)`` (the reader, asked) says so; else
+        GroundTruthExistsError, or None when ``replace`` said no."""
         nodes = self.result_nodes
         if nodes is None or nodes.segmentation is None:
             raise SessionError(NOT_MEASURED_FOR_SAVE)
         if self.masks_edited:
             raise SessionError(MASKS_NOT_RECOMPUTED)
+        if not overwrite and replace is not None and ground_truth.ground_truth_exists(data_dir, case_id):
+            if not replace(case_id):
+                return None
+            overwrite = True
         folder = ground_truth.save_ground_truth(
             self.scene, data_dir, case_id, nodes.ct, nodes.segmentation, result=nodes.result,
             corrected=nodes.result.mask_source == "user", overwrite=overwrite,
@@ -356,6 +413,7 @@ class MeasurementSession:
         return "case-" + hashlib.sha1(uids.encode()).hexdigest()[:10]
 
     def open_case_list(self, source: str):
+        """Open a folder or CSV of CTs (the current case is not loaded: see open_cases)."""
         cases = case_list_lib.CaseList.open(source)
         cases.save()
         if self.case_list is None:
@@ -364,6 +422,24 @@ class MeasurementSession:
             self._case_nodes = []
         self.case_list = cases
         return cases
+
+    def open_cases(self, source: str) -> "CaseOpened":
+        """Leave the case shown (its mask edits kept), open a case list and load its current case."""
+        kept = self.keep_mask_edits()
+        self.open_case_list(source)
+        return CaseOpened(*self.load_current_case(), edits_kept=kept, list_opened=True)
+
+    def go_to_case(self, index: int) -> Optional["CaseOpened"]:
+        """Leave the case shown (its mask edits kept) for the case list's case ``index``."""
+        if self.case_list is None:
+            return None
+        kept = self.keep_mask_edits()
+        self.case_list.go_to(index)
+        return CaseOpened(*self.load_current_case(), edits_kept=kept)
+
+    def step_case(self, step: int) -> Optional["CaseOpened"]:
+        """To the next (+1) or previous (-1) case of the case list."""
+        return None if self.case_list is None else self.go_to_case(self.case_list.current_index + step)
 
     def edited_mask_path(self, case_id: str) -> str:
         return os.path.join(str(self.case_list.work_dir), case_id, EDITED_MASK)

@@ -22,10 +22,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from osteobmd.progress import parse_progress_line
 
+if TYPE_CHECKING:  # imported on use: parsing options needs the packages the panel installs first
+    from osteobmd.options import RunOptions
+
+# The states of a background process (the one definition; the session's outcomes build on them).
 IDLE = "idle"
 RUNNING = "running"
 FINISHED = "finished"
@@ -64,22 +68,11 @@ def package_dir() -> str:
     return str(Path(osteobmd.__file__).resolve().parent.parent)
 
 
-def pipeline_command(python_executable: str, ct_path: str, out_dir: str, mask_path: Optional[str] = None,
-                     device: str = "auto", vertebrae: Optional[Sequence[str]] = None, overwrite: bool = True,
-                     weights_dir: Optional[str] = None, extra_args: Sequence[str] = ()) -> List[str]:
-    """The command line of one pipeline run with JSON-lines progress on stderr."""
-    cmd = [str(python_executable), "-m", "osteobmd", "run", str(ct_path), "--out", str(out_dir),
-           "--progress", "json", "--device", device]
-    if mask_path:
-        cmd += ["--mask", str(mask_path)]
-    if vertebrae:
-        cmd += ["--vertebrae", ",".join(vertebrae)]
-    if overwrite:
-        cmd.append("--overwrite")
-    if weights_dir:
-        cmd += ["--weights", str(weights_dir)]
-    cmd += list(extra_args)
-    return cmd
+def pipeline_command(python_executable: str, ct_path: str, out_dir: str, options: "RunOptions") -> List[str]:
+    """The command line of one pipeline run with JSON-lines progress on stderr; the run's
+    choices are ``options.to_argv()``, the one translation of options into arguments."""
+    return [str(python_executable), "-m", "osteobmd", "run", str(ct_path), "--out", str(out_dir),
+            "--progress", "json", *options.to_argv()]
 
 
 def pipeline_environment(base: Optional[Dict[str, str]] = None, pythonpath: Optional[str] = None,
@@ -258,16 +251,14 @@ class BackgroundProcess:
 class PipelineWorker(BackgroundProcess):
     """``osteobmd run`` on one CT, with the output folder it writes."""
 
-    def __init__(self, python_executable: str, ct_path: str, out_dir: str, mask_path: Optional[str] = None,
-                 device: str = "auto", vertebrae: Optional[Sequence[str]] = None, overwrite: bool = True,
-                 weights_dir: Optional[str] = None, pythonpath: Optional[str] = None,
-                 extra_args: Sequence[str] = (), env: Optional[Dict[str, str]] = None):
-        command = pipeline_command(python_executable, ct_path, out_dir, mask_path, device, vertebrae, overwrite,
-                                   weights_dir, extra_args)
-        super().__init__(command, env=pipeline_environment(env, pythonpath, device))
+    def __init__(self, python_executable: str, ct_path: str, out_dir: str, options: "RunOptions",
+                 pythonpath: Optional[str] = None, env: Optional[Dict[str, str]] = None):
+        command = pipeline_command(python_executable, ct_path, out_dir, options)
+        super().__init__(command, env=pipeline_environment(env, pythonpath, options.device))
+        self.options = options
         self.ct_path = str(ct_path)
         self.out_dir = str(out_dir)
-        self.mask_path = mask_path
+        self.mask_path = None if options.mask_path is None else str(options.mask_path)
 
     @property
     def has_results(self) -> bool:

@@ -485,14 +485,18 @@ def test_worker_cancel_kills_the_process_tree(tmp_path):
 
 
 def test_pipeline_worker_runs_the_real_cli_on_bad_input(tmp_path):
+    from osteobmd.options import RunOptions
     from OsteoBMDLib.worker import EXIT_INPUT, FAILED, PipelineWorker, pipeline_command
 
-    cmd = pipeline_command("py", "ct.nii", "out", mask_path="m.nrrd", device="cpu", vertebrae=["L1", "L2"],
-                           overwrite=True, weights_dir="w", extra_args=["--no-scene"])
-    assert cmd == ["py", "-m", "osteobmd", "run", "ct.nii", "--out", "out", "--progress", "json", "--device", "cpu",
-                   "--mask", "m.nrrd", "--vertebrae", "L1,L2", "--overwrite", "--weights", "w", "--no-scene"]
+    # The run's choices reach the command only through RunOptions.to_argv().
+    options = RunOptions(device="cpu", mean_vertebrae=("L1", "L2"), mask_path="m.nrrd", weights_dir="w",
+                         write_scene=False, overwrite=True)
+    cmd = pipeline_command("py", "ct.nii", "out", options)
+    assert cmd == ["py", "-m", "osteobmd", "run", "ct.nii", "--out", "out", "--progress", "json", *options.to_argv()]
+    for flag in ("--device cpu", "--mask m.nrrd", "--vertebrae L1,L2", "--overwrite", "--weights w", "--no-scene"):
+        assert flag in " ".join(cmd)
 
-    worker = PipelineWorker(sys.executable, str(tmp_path / "missing.nii.gz"), str(tmp_path / "out"),
+    worker = PipelineWorker(sys.executable, str(tmp_path / "missing.nii.gz"), str(tmp_path / "out"), RunOptions(),
                             pythonpath=str(MODULE_DIR))
     worker.cwd = str(tmp_path)
     status = worker.start().wait(timeout=300)

@@ -78,14 +78,15 @@ def fake_cli(argv) -> int:
     """`python -m osteobmd run ...` as the session calls it, without inference (see the top)."""
     import SimpleITK as sitk
 
-    assert argv[:3] == ["-m", "osteobmd", "run"], argv
-    p = argparse.ArgumentParser()
-    for option in ("--out", "--progress", "--device", "--mask", "--vertebrae", "--weights", "--case-id"):
-        p.add_argument(option)
-    p.add_argument("ct")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-scene", action="store_true")
-    args = p.parse_args(argv[3:])
+    from osteobmd.options import RunOptions
+
+    # What the worker starts: `-m osteobmd run CT --out OUT --progress json` and the options'
+    # to_argv(), which parse back as the real CLI parses them.
+    assert argv[:3] == ["-m", "osteobmd", "run"] and argv[4] == "--out" and argv[6:8] == ["--progress", "json"], argv
+    args = argparse.Namespace(ct=argv[3], out=argv[5])
+    options = RunOptions.from_argv(argv[8:])
+    args.case_id, args.mask = options.case_id, None if options.mask_path is None else str(options.mask_path)
+    args.vertebrae = ",".join(options.mean_vertebrae)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -243,7 +244,7 @@ def test_scratch_folder_and_output_folders(make_session, tmp_path):
     assert os.path.isdir(again) and again != scratch
 
 
-def test_measure_commits_the_run_and_loads_it(make_session, fake_python, toy_files, scene):
+def test_measure_commits_the_run_and_loads_it(make_session, fake_python, toy_files, scene, tmp_path):
     import SimpleITK as sitk
     import slicer
 
@@ -251,13 +252,15 @@ def test_measure_commits_the_run_and_loads_it(make_session, fake_python, toy_fil
     from osteobmd.results import RESULTS_JSON
     from OsteoBMDLib import session as sessionlib
 
-    session = make_session(python=fake_python, weights_dir="/nowhere/weights")
+    weights = tmp_path / "weights"  # the options refuse a weights folder that does not exist
+    weights.mkdir()
+    session = make_session(python=fake_python, weights_dir=str(weights))
     ct = load_ct(scene, toy_files[0])
     worker = session.start_measurement(ct, device="cpu", vertebrae=["L1", "L2"], case_id="toy")
     final = session.output_dir("toy", "auto")
     assert worker.out_dir == final + ".running" and worker.final_dir == final and worker.kind == "auto"
     assert worker.command[1:3] == ["-m", "osteobmd"]
-    for flag in (["--device", "cpu"], ["--vertebrae", "L1,L2"], ["--weights", "/nowhere/weights"],
+    for flag in (["--device", "cpu"], ["--vertebrae", "L1,L2"], ["--weights", str(weights)],
                  ["--case-id", "toy"], ["--no-scene"], ["--overwrite"]):
         assert " ".join(flag) in " ".join(worker.command)
     input_ct = os.path.join(session.scratch_dir(), sessionlib.INPUT_CT)
@@ -391,13 +394,13 @@ def test_errors_the_reader_can_act_on(make_session, toy_files, scene, tmp_path):
 
 
 def test_every_session_error_has_a_translated_text_in_the_module():
-    """OsteoBMDLogic.errorText gives each SessionError code a _() text (the reader's language)."""
+    """texts.error_text gives each SessionError code a _() text (the reader's language)."""
     from OsteoBMDLib import session as sessionlib
 
     codes = {name for name, value in vars(sessionlib).items()
              if isinstance(value, str) and value in sessionlib.MESSAGES}
-    tree = ast.parse((MODULE_DIR / "OsteoBMD.py").read_text())
-    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "errorText")
+    tree = ast.parse((MODULE_DIR / "OsteoBMDLib" / "texts.py").read_text())
+    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "error_text")
     texts = next(n for n in ast.walk(method) if isinstance(n, ast.Dict))
     keys = {k.attr for k in texts.keys if isinstance(k, ast.Attribute)}
     assert keys == codes
@@ -492,19 +495,26 @@ def test_views_jump_to_a_vertebra(make_session, fake_python, toy_files, scene):
 # --------------------------------------------------------------------------- case list
 
 
-def test_case_list_walk_keeps_edits_and_statuses(make_session, fake_python, toy_files, scene, tmp_path):
+@pytest.fixture
+def two_cases(tmp_path, toy_files):
+    """A folder of two CTs, a.nrrd and b.nrrd (the toy CT twice)."""
     import shutil
 
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(toy_files[0], cases / "a.nrrd")
+    shutil.copy(toy_files[0], cases / "b.nrrd")
+    return cases
+
+
+def test_case_list_walk_keeps_edits_and_statuses(make_session, fake_python, toy_files, scene, two_cases):
     import SimpleITK as sitk
 
     from osteobmd.config import LABEL_OF
     from OsteoBMDLib import case_list
     from OsteoBMDLib import session as sessionlib
 
-    cases = tmp_path / "cases"
-    cases.mkdir()
-    shutil.copy(toy_files[0], cases / "a.nrrd")
-    shutil.copy(toy_files[0], cases / "b.nrrd")
+    cases = two_cases
     session = make_session(python=fake_python)
 
     # Results made before the case list stay in the scene, no longer as the shown results.
@@ -653,7 +663,7 @@ def test_case_ids_never_carry_patient_data(make_session, toy_files, scene, tmp_p
 def test_missing_requirements(tmp_path):
     import importlib.util
 
-    from OsteoBMDLib.session import missing_requirements
+    from OsteoBMDLib.installation import missing_requirements
 
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# comment\n\nnumpy>=1.0  # satisfied\nnumpy<1.0\nosteobmd-surely-not-a-package>=1\n")
@@ -667,7 +677,7 @@ def test_missing_requirements(tmp_path):
 
 
 def test_shipped_weights_folder(tmp_path):
-    from OsteoBMDLib.session import shipped_weights_dir
+    from OsteoBMDLib.installation import shipped_weights_dir
 
     module = tmp_path / "ext" / "OsteoBMD"
     module.mkdir(parents=True)
@@ -727,3 +737,260 @@ def test_real_pipeline_through_the_session(pipeline_output, make_session, scene,
     assert int((sitk.GetArrayFromImage(sitk.ReadImage(str(saved["labels"]))) == LABEL_OF[target]).sum()) == left
     with pytest.raises(ground_truth.GroundTruthExistsError):
         session.save_ground_truth(str(data), "sample")
+
+
+# --------------------------------------------------------------------------- the panel: its choices, controls and views
+
+
+def panel_parameters(**values):
+    """The panel's parameters as the module's parameter node holds them (OsteoBMDParameterNode,
+    whose parameterNodeWrapper needs the Slicer application): the same fields and types."""
+    from OsteoBMDLib.panel_state import CalibrationChoice, Device
+    from test_slicer_static import parameter_fields
+
+    fields = dict(inputVolume=None, device=Device.AUTO, meanL1=True, meanL2=True, meanL3=True, meanL4=False,
+                  calibration=CalibrationChoice.NONE, calibrationSlope=1.0, calibrationIntercept=0.0)
+    declared = parameter_fields()
+    assert set(fields) <= set(declared)
+    assert type(fields["device"]).__name__ == declared["device"]
+    assert type(fields["calibration"]).__name__ == declared["calibration"]
+    fields.update(values)
+    return argparse.Namespace(**fields)
+
+
+def test_panel_parameters_become_the_worker_argv_and_back(make_session, toy_files, scene, tmp_path):
+    """Parameter node -> RunOptions -> the worker's argv (to_argv) -> what `osteobmd run` parses: the same."""
+    from osteobmd.options import RunOptions
+    from OsteoBMDLib import panel_state
+    from OsteoBMDLib.panel_state import CalibrationChoice, Device
+    from OsteoBMDLib.worker import pipeline_command
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    session = make_session(weights_dir=str(weights))
+    ct = load_ct(scene, toy_files[0])
+    cases = [
+        (panel_parameters(inputVolume=ct), "auto", ("L1", "L2", "L3"), ("none", 1.0, 0.0)),
+        (panel_parameters(inputVolume=ct, device=Device.CPU, meanL1=False, meanL4=True,
+                          calibration=CalibrationChoice.LINEAR, calibrationSlope=1.0234, calibrationIntercept=-3.25),
+         "cpu", ("L2", "L3", "L4"), ("linear", 1.0234, -3.25)),
+        # slope and intercept count for the linear calibration only
+        (panel_parameters(inputVolume=ct, device=Device.CUDA, calibration=CalibrationChoice.INTERNAL,
+                          calibrationSlope=7.0), "cuda", ("L1", "L2", "L3"), ("internal", 1.0, 0.0)),
+    ]
+    for params, device, vertebrae, (kind, slope, intercept) in cases:
+        options = panel_state.run_options(session, params)
+        assert (options.device, options.mean_vertebrae, options.case_id) == (device, vertebrae, "toy_ct")
+        assert (options.calibration.kind, options.calibration.slope, options.calibration.intercept) == \
+            (kind, slope, intercept)
+        assert options.weights_dir == weights and not options.write_scene and options.overwrite
+        command = pipeline_command(sys.executable, "ct.nrrd", "out", options)
+        assert command[:9] == [sys.executable, "-m", "osteobmd", "run", "ct.nrrd", "--out", "out", "--progress", "json"]
+        assert RunOptions.from_argv(command[9:]) == options
+
+
+def test_bad_panel_values_fail_before_the_worker_starts(make_session, fake_python, toy_files, scene):
+    from osteobmd.errors import InputError
+    from OsteoBMDLib import panel_state
+    from OsteoBMDLib import session as sessionlib
+    from OsteoBMDLib.panel_state import CalibrationChoice
+    from OsteoBMDLib.session import SessionError
+
+    session = make_session(python=fake_python)
+    ct = load_ct(scene, toy_files[0])
+    bad = [
+        (panel_parameters(inputVolume=ct, calibration=CalibrationChoice.LINEAR, calibrationSlope=3.0), InputError,
+         "slope"),
+        (panel_parameters(inputVolume=ct, meanL1=False, meanL2=False, meanL3=False), SessionError,
+         sessionlib.MESSAGES[sessionlib.NO_MEAN_VERTEBRA]),
+    ]
+    for params, error, words in bad:
+        with pytest.raises(error, match=words):
+            session.start_measurement(ct, panel_state.run_options(session, params))
+    with pytest.raises(InputError, match="Device 'gpu'"):
+        session.start_measurement(ct, device="gpu")
+    with pytest.raises(InputError, match="Calibration 'linear:1.1'"):
+        session.start_measurement(ct, calibration="linear:1.1")
+    assert session.worker is None and not session.running
+    assert list(Path(session.scratch_dir()).iterdir()) == []  # not even the CT was written for a worker
+
+
+def test_run_progress_and_outcome_as_the_panel_polls_it(make_session, fake_python, toy_files, scene, tmp_path):
+    from OsteoBMDLib import panel_state
+    from OsteoBMDLib import session as sessionlib
+
+    session = make_session(python=fake_python)
+    assert session.poll_run() is None
+    session.start_measurement(load_ct(scene, toy_files[0]), case_id="toy")
+    assert session.running
+    updates, deadline = [], time.time() + 300
+    while not updates or updates[-1].outcome is None:
+        assert time.time() < deadline
+        updates.append(session.poll_run())
+        time.sleep(0.05)
+    final = updates[-1]
+    assert final.outcome == sessionlib.FINISHED and final.error == "" and final.percent == 100
+    percents = [u.percent for u in updates]
+    assert percents == sorted(percents)
+    assert any("stand-in" in line for u in updates for line in u.log_lines)
+    assert not session.running and session.worker is None and session.poll_run() is None
+    assert session.result_nodes is not None
+    view = panel_state.progress_view(final)
+    assert view["statusLabel"]["text"] == "Done." and view["progressBar"]["visible"] is False
+
+    # The real command line on an empty weights folder: it fails, and the one-line reason comes with it.
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    session.python_executable, session.weights_dir = sys.executable, str(empty)
+    session.start_measurement(session.result_nodes.ct, device="cpu", case_id="toy")
+    update = session.poll_run()
+    while update.outcome is None:
+        time.sleep(0.1)
+        update = session.poll_run()
+    assert update.outcome == sessionlib.FAILED and "weights" in update.error and "Traceback" not in update.error
+    assert panel_state.progress_view(update)["statusLabel"]["text"] == "Failed."
+
+
+def test_controls_follow_the_session(make_session, fake_python, toy_files, scene, monkeypatch):
+    from OsteoBMDLib import panel_state
+    from OsteoBMDLib import session as sessionlib
+    from OsteoBMDLib.panel_state import CalibrationChoice
+
+    session = make_session(python=fake_python)
+    view = panel_state.controls_view(session, None)  # no parameter node (the scene is closing)
+    assert not view["applyButton"]["enabled"] and view["applyButton"]["toolTip"] == "Select a CT volume first"
+    ct = load_ct(scene, toy_files[0])
+    view = panel_state.controls_view(session, panel_parameters(inputVolume=ct))
+    assert view["applyButton"] == {"text": "Apply", "toolTip": "Measure L1-L4 BMD on the selected CT", "enabled": True}
+    assert not any(view[name]["enabled"] for name in ("editMasksButton", "recomputeButton", "saveGroundTruthButton",
+                                                      "previousCaseButton", "nextCaseButton", "caseComboBox",
+                                                      "calibrationSlopeSpinBox", "calibrationInterceptSpinBox"))
+    linear = panel_parameters(inputVolume=ct, calibration=CalibrationChoice.LINEAR)
+    assert panel_state.controls_view(session, linear)["calibrationSlopeSpinBox"]["enabled"]
+
+    monkeypatch.setenv(FAKE_MODE, "slow")
+    session.start_measurement(ct, case_id="toy")
+    view = panel_state.controls_view(session, panel_parameters(inputVolume=ct))
+    assert view["applyButton"]["text"] == "Cancel" and view["applyButton"]["enabled"]
+    session.cancel_run()
+    update = session.poll_run()
+    assert update.outcome == sessionlib.CANCELLED and session.result_nodes is None
+    assert panel_state.progress_view(update)["statusLabel"]["text"] == "Cancelled; nothing was changed."
+
+    monkeypatch.setenv(FAKE_MODE, "ok")
+    run(session, session.start_measurement(ct, case_id="toy"))
+    view = panel_state.controls_view(session, panel_parameters(inputVolume=ct))
+    assert view["applyButton"]["text"] == "Apply"
+    assert all(view[name]["enabled"] for name in ("editMasksButton", "recomputeButton", "saveGroundTruthButton"))
+
+
+def test_result_view_shows_the_mean_in_its_class_colour(make_session, fake_python, toy_files, scene, monkeypatch):
+    from osteobmd.config import CLASS_COLORS
+    from OsteoBMDLib import panel_state
+
+    session = make_session(python=fake_python)
+    ct = load_ct(scene, toy_files[0])
+    run(session, session.start_measurement(ct, case_id="toy"))
+    result = session.result_nodes.result
+    view = panel_state.result_view(session.result_nodes)
+    assert view["meanBmdLabel"]["text"] == f"{result.mean_bmd_mg_cm3:.0f} mg/cm³"
+    assert CLASS_COLORS[result.classification] in view["meanBmdLabel"]["styleSheet"]
+    assert view["classificationLabel"]["text"] == result.classification.capitalize()
+    assert panel_state.result_summary(session.result_nodes).patches_png is None  # the stand-in draws no picture
+
+    monkeypatch.setenv(FAKE_MODE, "no_valid")
+    run(session, session.start_measurement(ct, case_id="toy"))
+    view = panel_state.result_view(session.result_nodes)
+    assert view["meanBmdLabel"]["text"] == "No valid measurement" and view["classificationLabel"]["text"] == ""
+    assert CLASS_COLORS[None] in view["meanBmdLabel"]["styleSheet"]
+    assert view["messagesLabel"]["text"].splitlines()[0] == "L1: made invalid by the test"
+    assert all(values["text"] == "" for values in panel_state.result_view(None).values())
+
+
+def test_case_views_while_walking_a_case_list(make_session, fake_python, scene, two_cases):
+    from OsteoBMDLib import panel_state
+
+    cases = two_cases
+    session = make_session(python=fake_python)
+    assert session.step_case(1) is None and panel_state.case_view(None) == {}
+    opened = session.open_cases(str(cases))
+    assert opened.ct.GetName() == "a" and opened.list_opened and not opened.edits_restored
+    view = panel_state.case_opened_view(opened, session.case_list)
+    assert view["caseIdLineEdit"]["text"] == "a" and view["caseSourceLabel"]["text"] == str(cases)
+    assert view["groundTruthDirectoryButton"]["directory"] == str(cases / "OsteoBMD-results" / "DATA")
+    assert panel_state.case_items(session.case_list) == ["a  [new]", "b  [new]"]
+    assert panel_state.case_view(session.case_list)["caseStatusLabel"]["text"] == \
+        "Case 1 of 2: new. Saved 0, corrected 0, measured 0, new 2."
+    controls = panel_state.controls_view(session, panel_parameters(inputVolume=opened.ct))
+    assert (controls["previousCaseButton"]["enabled"], controls["nextCaseButton"]["enabled"]) == (False, True)
+
+    run(session, session.start_measurement(opened.ct, case_id="a"))
+    erase_upper_half(session.result_nodes.segmentation, "L2")
+    opened = session.step_case(1)  # the edits of a are kept in its folder
+    assert opened.ct.GetName() == "b" and not opened.list_opened
+    view = panel_state.case_opened_view(opened, session.case_list)
+    assert "caseSourceLabel" not in view and opened.edits_kept in view["statusLabel"]["text"]
+    assert panel_state.case_items(session.case_list) == ["a  [measured]", "b  [new]"]
+    assert panel_state.case_view(session.case_list) == {
+        "caseComboBox": {"currentIndex": 1},
+        "caseStatusLabel": {"text": "Case 2 of 2: new. Saved 0, corrected 0, measured 1, new 1."}}
+    opened = session.go_to_case(0)
+    assert opened.edits_restored and panel_state.case_opened_view(opened, session.case_list)["statusLabel"]["text"] \
+        == "Your earlier mask edits were restored: press Recompute BMD."
+
+
+def test_ground_truth_is_replaced_only_when_the_reader_says_so(make_session, fake_python, toy_files, scene, tmp_path):
+    session = make_session(python=fake_python)
+    ct = load_ct(scene, toy_files[0])
+    run(session, session.start_measurement(ct, case_id="toy"))
+    data = tmp_path / "DATA"
+    asked = []
+    assert session.ground_truth_case_id("  ", ct) == "toy_ct" and session.ground_truth_case_id(" x1 ", ct) == "x1"
+    folder = session.save_ground_truth(str(data), "toy", replace=lambda case: asked.append(case) or False)
+    assert asked == [] and Path(folder) == data / "toy"  # nothing to replace: not asked
+    first = digest(Path(folder))
+    assert session.save_ground_truth(str(data), "toy", replace=lambda case: asked.append(case) or False) is None
+    assert asked == ["toy"] and digest(Path(folder)) == first
+    assert session.save_ground_truth(str(data), "toy", replace=lambda case: True) == folder
+
+
+def test_the_panel_words_every_key_it_is_given():
+    from osteobmd.scene.table import TABLE_COLUMNS
+    from OsteoBMDLib import session as sessionlib
+    from OsteoBMDLib import texts
+    from OsteoBMDLib.case_list import STATUSES
+    from OsteoBMDLib.panel_state import CalibrationChoice, Device
+
+    for outcome in (sessionlib.FINISHED, sessionlib.NO_VALID, sessionlib.FAILED, sessionlib.CANCELLED):
+        assert texts.outcome_text(outcome)
+    assert set(texts.status_names()) == set(STATUSES)
+    assert set(texts.table_titles()) == {name for name, _ in TABLE_COLUMNS}
+    assert [d.label() for d in Device] == ["Automatic (GPU if available)", "CPU", "GPU (CUDA)"]
+    assert len({c.label() for c in CalibrationChoice}) == len(CalibrationChoice)
+    assert sessionlib.FINISHED is __import__("OsteoBMDLib.worker", fromlist=["FINISHED"]).FINISHED
+
+
+def test_installing_requirements_checks_what_is_still_missing(tmp_path):
+    import importlib.util
+
+    from osteobmd.errors import OsteoBMDError
+    from OsteoBMDLib.installation import install_requirements, install_torch
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed here")
+
+    def never(*args):
+        raise AssertionError("nothing was missing, nothing should be installed")
+
+    satisfied = tmp_path / "satisfied.txt"
+    satisfied.write_text("numpy>=1.0\n")
+    install_requirements(str(satisfied), never, never)  # nothing missing: no installer runs
+
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("numpy>=1.0\nosteobmd-surely-not-a-package>=1\n")
+    asked = []
+    with pytest.raises(OsteoBMDError, match="still missing after the installation: osteobmd-surely-not-a-package"):
+        install_requirements(str(unknown), never, asked.extend)  # an installer that could not install it
+    assert asked == ["osteobmd-surely-not-a-package>=1"]
+    with pytest.raises(OsteoBMDError, match="needs the PyTorch extension"):
+        install_torch(None)

@@ -26,7 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "OsteoBMD"
 MODULE_PY = MODULE / "OsteoBMD.py"
 LIB = MODULE / "OsteoBMDLib"
+SELF_TEST = MODULE / "OsteoBMDTesting"  # the module's self-test, run inside Slicer
 PACKAGE = MODULE / "osteobmd"
+PANEL_STATE = LIB / "panel_state.py"
+TEXTS = LIB / "texts.py"
 UI_FILE = MODULE / "Resources" / "UI" / "OsteoBMD.ui"
 MODULE_CMAKE = MODULE / "CMakeLists.txt"
 
@@ -48,25 +51,51 @@ def ui_widgets() -> dict:
 
 
 def used_ui_names(source: str) -> set:
+    """Names used as `<x>.ui.<name>` (self.ui, widget.ui) or `ui.<name>`."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute):
             base = node.value
-            if isinstance(base, ast.Attribute) and base.attr == "ui" and isinstance(base.value, ast.Name) \
-                    and base.value.id == "self":
+            if isinstance(base, ast.Attribute) and base.attr == "ui":
                 names.add(node.attr)
             elif isinstance(base, ast.Name) and base.id == "ui":
                 names.add(node.attr)
     return names
 
 
+def view_widget_names(source: str) -> set:
+    """The widget names of panel_state's views: keys of {name: {property: value}} dicts and of
+    `view["name"] = {...}` assignments."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                is_dict = isinstance(value, ast.Dict) or (isinstance(value, ast.Call)
+                                                          and getattr(value.func, "id", "") == "dict")
+                if isinstance(key, ast.Constant) and is_dict:
+                    names.add(key.value)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            for target in node.targets:
+                if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+                    names.add(target.slice.value)
+    return names
+
+
 def test_every_ui_name_the_module_uses_exists_in_the_ui_file():
-    used = used_ui_names(MODULE_PY.read_text())
-    assert used, "OsteoBMD.py uses no self.ui.<name>: the check would prove nothing"
     widgets = ui_widgets()
-    missing = sorted(used - set(widgets))
-    assert not missing, f"OsteoBMD.py uses widgets the .ui file lacks: {missing}"
+    for path in [MODULE_PY, SELF_TEST / "panel_flow.py"]:
+        used = used_ui_names(path.read_text())
+        assert used, f"{path.name} uses no .ui.<name>: the check would prove nothing"
+        missing = sorted(used - set(widgets))
+        assert not missing, f"{path.name} uses widgets the .ui file lacks: {missing}"
     assert len(widgets) == len(list(ET.parse(UI_FILE).iter("widget"))), "widget names in the .ui file must be unique"
+
+
+def test_every_widget_panel_state_sets_exists_in_the_ui_file():
+    named = view_widget_names(PANEL_STATE.read_text())
+    assert {"applyButton", "meanBmdLabel", "caseStatusLabel", "calibrationSlopeSpinBox"} <= named, named
+    missing = sorted(named - set(ui_widgets()))
+    assert not missing, f"panel_state sets widgets the .ui file lacks: {missing}"
 
 
 def parameter_fields() -> dict:
@@ -89,6 +118,10 @@ def test_parameter_bound_widgets_match_typed_parameters():
     assert by_param.get("device") == "QComboBox"
     for i in range(1, 5):
         assert by_param.get(f"meanL{i}") == "QCheckBox" and fields[f"meanL{i}"] == "bool"
+    # The calibration: a choice, and the slope and intercept of the linear one.
+    assert by_param.get("calibration") == "QComboBox" and fields["calibration"] == "CalibrationChoice"
+    for name in ("calibrationSlope", "calibrationIntercept"):
+        assert by_param.get(name) == "QDoubleSpinBox" and fields[name] == "float"
 
 
 def test_user_facing_strings_go_through_translation():
@@ -272,7 +305,7 @@ def _runtime_pep604(tree: ast.Module) -> list:
     return found
 
 
-@pytest.mark.parametrize("path", [MODULE_PY] + py_files(LIB) + py_files(PACKAGE),
+@pytest.mark.parametrize("path", [MODULE_PY] + py_files(LIB) + py_files(SELF_TEST) + py_files(PACKAGE),
                          ids=lambda p: str(p.relative_to(MODULE)))
 def test_parses_with_python_3_9_grammar(path):
     source = path.read_text()
@@ -376,3 +409,53 @@ def test_importing_the_pipeline_loads_neither_slicer_nor_vtk():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- a thin widget, one owner per concept
+
+
+def test_module_file_is_only_the_wiring():
+    """OsteoBMD.py: the module, its parameter node, widget, logic and test, under 300 lines;
+    what the panel decides lives in the tested OsteoBMDLib (panel_state, texts, session)."""
+    source = MODULE_PY.read_text()
+    assert len(source.splitlines()) < 300
+    classes = {n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
+    assert classes == {"OsteoBMD", "OsteoBMDParameterNode", "OsteoBMDWidget", "OsteoBMDLogic", "OsteoBMDTest"}
+
+
+def _assigned_names(path: Path) -> set:
+    tree = ast.parse(path.read_text())
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("name, owner", [
+    ("OsteoBMDError", PACKAGE / "errors.py"),
+    ("CLASS_COLORS", PACKAGE / "config.py"),
+    ("DEFAULT_MEAN_VERTEBRAE", PACKAGE / "config.py"),
+    ("FINISHED", LIB / "worker.py"),  # the run states; the session's outcomes build on them
+    ("FAILED", LIB / "worker.py"),
+    ("CANCELLED", LIB / "worker.py"),
+])
+def test_one_owner_per_concept(name, owner):
+    owners = [p for p in [MODULE_PY, *py_files(LIB), *py_files(SELF_TEST), *py_files(PACKAGE)]
+              if name in _assigned_names(p)]
+    assert owners == [owner], f"{name} is defined in {[str(p.relative_to(MODULE)) for p in owners]}"
+
+
+def test_panel_texts_go_through_translation():
+    """Every sentence in texts.py is the argument of _() (docstrings and dict keys, which are names, apart)."""
+    tree = ast.parse(TEXTS.read_text())
+    translated = {id(n.args[0]) for n in ast.walk(tree)
+                  if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_" and n.args}
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)}
+    keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys}
+    sentences = [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 and " " in n.value.strip() and id(n) not in docstrings | keys]
+    assert sentences, "texts.py has no sentence: the check would prove nothing"
+    untranslated = [f"line {n.lineno}: {n.value[:40]}" for n in sentences if id(n) not in translated]
+    assert not untranslated, untranslated

@@ -1,0 +1,1 @@
+"""Self-tests of the OsteoBMD module that run inside the Slicer application."""
