@@ -26,11 +26,8 @@ from ..networks import BMDRegressor, count_parameters
 from ..networks.densenet import DEFAULT_TARGET_OFFSET, DEFAULT_TARGET_SCALE
 from ..progress import ProgressCallback, silent
 from .augment import RegAugmentConfig, augment_patches
-from .common import (
-    BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
-    epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
-    run_summary, save_state, seed_everything, set_lr, stderr_log, utc_now,
-)
+from .common import LOG_CSV, LogFn, Stopwatch, run_summary, seed_everything, stderr_log, utc_now
+from .loop import Trainer, resume_point, run_loop
 from .dataset import RegressionSamples, cases_fingerprint, find_cases, load_regression_samples, split_cases
 
 WORK_DIR = "training_regression"
@@ -134,12 +131,8 @@ def train_regression(
     config = config or RegressionTrainConfig()
     patch_cfg = patch_cfg or PatchConfig()
     window = window or SegmentationConfig()
-    ckpt_path = None
-    if resume is not None:
-        ckpt_path = find_checkpoint(Path(resume))
-        info = read_checkpoint_info(ckpt_path)
-        if info.get("kind") != "regression":
-            raise InputError(f"'{ckpt_path.name}' is a {info.get('kind')} checkpoint, not a regression one.")
+    ckpt_path, info = resume_point(resume, "regression")
+    if info is not None:
         epochs = config.epochs
         config = RegressionTrainConfig.from_dict(info["config"])
         config.epochs = epochs
@@ -175,41 +168,12 @@ def train_regression(
         target_offset=config.target_offset, target_scale=config.target_scale,
     ).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start_epoch = 1
-    best = {"epoch": None, "score": None}
-    best_state = None
-    if ckpt_path is not None:
-        info = load_checkpoint(ckpt_path, model, optimizer)
-        start_epoch = int(info["epoch"]) + 1
-        best = info.get("best") or best
-        if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
-            best_state = load_state(work / BEST_MODEL)
-        log(f"  resumed from {ckpt_path.name} (epoch {info['epoch']})")
-        if start_epoch > config.epochs:
-            raise InputError(
-                f"The checkpoint '{ckpt_path.name}' is already at epoch {start_epoch - 1}; give --epochs above "
-                "that to train further."
-            )
     log(f"  DenseNet (blocks {list(config.block_config)}, growth {config.growth_rate}, "
         f"{config.init_features} initial features): {count_parameters(model) / 1e6:.2f} M parameters; "
         f"device {torch_device}")
-
-    run_info = {
-        "kind": "regression",
-        "config": config.to_dict(),
-        "preprocessing": {"patch": asdict(patch_cfg), "window": asdict(window)},
-    }
-    log_csv = CsvLog(work / LOG_CSV, LOG_COLUMNS, resume_epoch=start_epoch - 1)
-    checkpoints: List[str] = []
-    metrics: dict = {}
     targets = torch.from_numpy(train.bmd.astype(np.float32))
-    for epoch in range(start_epoch, config.epochs + 1):
-        watch = Stopwatch()
-        lr = cosine_lr(config.lr, epoch, config.epochs)
-        set_lr(optimizer, lr)
-        rng = epoch_rng(config.seed, epoch)
-        epoch_torch_seed(config.seed, epoch)
-        model.train()
+
+    def train_epoch(model, optimizer, epoch, rng, tick) -> dict:
         order = rng.permutation(len(train))
         total_loss = total_abs = 0.0
         n_seen = 0
@@ -228,34 +192,21 @@ def train_regression(
                 total_loss += loss.item() * len(idx)
                 total_abs += float((out * model.target_scale + model.target_offset - y).abs().sum())
             n_seen += len(idx)
-            progress("training", ((epoch - 1) + min(1.0, (b + len(idx)) / len(order))) / config.epochs,
-                     f"epoch {epoch}/{config.epochs}")
-        row = {"epoch": epoch, "lr": lr, "train_loss": total_loss / max(n_seen, 1),
-               "train_mae": total_abs / max(n_seen, 1)}
-        row.update(validate(model, val, torch_device))
-        row["seconds"] = watch.seconds()
-        log_csv.write(row)
-        metrics = row
-        score = row.get("val_score")
-        if score is not None and np.isfinite(score) and (best.get("score") is None or score > best["score"]):
-            best = {"epoch": epoch, "score": float(score)}
-            best_state = copy_state(model)
-            save_state(work / BEST_MODEL, best_state, {"epoch": epoch, "score": float(score)})
-        val_text = (f", val MAE {row['val_mae']:.1f} mg/cm3, r {row['val_r']:.3f}") if "val_mae" in row else ""
-        log(f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f} (MAE {row['train_mae']:.1f} mg/cm3)"
-            f"{val_text} ({row['seconds']:.1f} s)")
-        if epoch % max(1, config.checkpoint_every) == 0 or epoch == config.epochs:
-            path = save_checkpoint(work / CHECKPOINT_DIR / f"epoch_{epoch:04d}.safetensors", model, optimizer, epoch,
-                                   dict(run_info, best=best))
-            checkpoints.append(str(path))
+            tick((b + len(idx)) / len(order))
+        return {"train_loss": total_loss / max(n_seen, 1), "train_mae": total_abs / max(n_seen, 1)}
 
-    use_best = config.select == "best" and best_state is not None
-    if use_best:
-        model.load_state_dict(best_state)
-    selected_epoch = best["epoch"] if use_best else config.epochs
-    selected = metrics
-    if use_best and best["epoch"] != config.epochs:
-        selected = validate(model, val, torch_device)
+    def describe(row: dict) -> str:
+        val_text = (f", val MAE {row['val_mae']:.1f} mg/cm3, r {row['val_r']:.3f}") if "val_mae" in row else ""
+        return f"loss {row['train_loss']:.4f} (MAE {row['train_mae']:.1f} mg/cm3){val_text}"
+
+    trainer = Trainer(
+        kind="regression", work=work, log_columns=LOG_COLUMNS, train_epoch=train_epoch,
+        validate=lambda m: validate(m, val, torch_device), describe=describe,
+        run_info={"config": config.to_dict(), "preprocessing": {"patch": asdict(patch_cfg), "window": asdict(window)}},
+    )
+    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
+    # The loop left the selected epoch's state in the model.
+    selected_epoch, selected, metrics, use_best = result.selected_epoch, result.selected, result.last, result.used_best
     meta = {
         "kind": "regression",
         "trained": True,
@@ -290,5 +241,5 @@ def train_regression(
     weights_path = save_model(model, out_dir / REGRESSION_FILE, meta)
     log(f"regression weights written to {weights_path} (epoch {selected_epoch})")
     progress("training", 1.0, "done")
-    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": checkpoints,
+    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
             "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}

@@ -26,11 +26,8 @@ from ..errors import InputError
 from ..networks import DEFAULT_WIDTHS, R2UNet, count_parameters
 from ..progress import ProgressCallback, silent
 from .augment import SegAugmentConfig, augment_segmentation, label_row_extents
-from .common import (
-    BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
-    epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
-    run_summary, save_state, seed_everything, set_lr, stderr_log, utc_now,
-)
+from .common import LOG_CSV, LogFn, Stopwatch, run_summary, seed_everything, stderr_log, utc_now
+from .loop import Trainer, resume_point, run_loop
 from .dataset import SegmentationSamples, cases_fingerprint, find_cases, load_segmentation_samples, split_cases
 
 NUM_CLASSES = 5  # background + L1..L4: the classes the metrics are about
@@ -220,12 +217,8 @@ def train_segmentation(
     config = config or SegmentationTrainConfig()
     seg_cfg = seg_cfg or SegmentationConfig()
     canal_cfg = canal_cfg or CanalConfig()
-    ckpt_path = info = None
-    if resume is not None:
-        ckpt_path = find_checkpoint(Path(resume))
-        info = read_checkpoint_info(ckpt_path)
-        if info.get("kind") != "segmentation":
-            raise InputError(f"'{ckpt_path.name}' is a {info.get('kind')} checkpoint, not a segmentation one.")
+    ckpt_path, info = resume_point(resume, "segmentation")
+    if info is not None:
         epochs = config.epochs
         config = SegmentationTrainConfig.from_dict(info["config"])
         config.epochs = epochs
@@ -265,39 +258,10 @@ def train_segmentation(
     seed_everything(config.seed)
     model = R2UNet(1, num_classes, config.widths, config.t).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start_epoch = 1
-    best = {"epoch": None, "score": None}
-    best_state = None
-    if ckpt_path is not None:
-        info = load_checkpoint(ckpt_path, model, optimizer)
-        start_epoch = int(info["epoch"]) + 1
-        best = info.get("best") or best
-        if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
-            best_state = load_state(work / BEST_MODEL)
-        log(f"  resumed from {ckpt_path.name} (epoch {info['epoch']})")
-    if start_epoch > config.epochs:
-        raise InputError(
-            f"The checkpoint '{ckpt_path.name}' is already at epoch {start_epoch - 1}; give --epochs above "
-            "that to train further."
-        )
     log(f"  R2U-Net widths {list(config.widths)}, t={config.t}: {count_parameters(model) / 1e6:.2f} M parameters; "
         f"device {torch_device}; {per_epoch} tiles of {tile}x{tile} per epoch")
 
-    run_info = {
-        "kind": "segmentation",
-        "config": config.to_dict(),
-        "preprocessing": {"segmentation": asdict(seg_cfg), "canal": asdict(canal_cfg)},
-    }
-    log_csv = CsvLog(work / LOG_CSV, LOG_COLUMNS, resume_epoch=start_epoch - 1)
-    checkpoints: List[str] = []
-    metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs + 1):
-        watch = Stopwatch()
-        lr = cosine_lr(config.lr, epoch, config.epochs)
-        set_lr(optimizer, lr)
-        rng = epoch_rng(config.seed, epoch)
-        epoch_torch_seed(config.seed, epoch)
-        model.train()
+    def train_epoch(model, optimizer, epoch, rng, tick) -> dict:
         plan = _epoch_plan(train, per_epoch, rng)
         totals = np.zeros(3)
         n_batches = 0
@@ -318,35 +282,24 @@ def train_segmentation(
             optimizer.step()
             totals += (loss.item(), ce.item(), dl.item())
             n_batches += 1
-            progress("training", ((epoch - 1) + min(1.0, (b + len(chunk)) / len(plan))) / config.epochs,
-                     f"epoch {epoch}/{config.epochs}")
-        row = {"epoch": epoch, "lr": lr}
-        row.update(zip(("train_loss", "train_ce", "train_dice_loss"), totals / max(n_batches, 1)))
-        row.update(validate(model, val, config, torch_device))
-        row["seconds"] = watch.seconds()
-        log_csv.write(row)
-        metrics = row
-        score = row.get("val_score")
-        if score is not None and np.isfinite(score) and (best.get("score") is None or score > best["score"]):
-            best = {"epoch": epoch, "score": float(score)}
-            best_state = copy_state(model)
-            save_state(work / BEST_MODEL, best_state, {"epoch": epoch, "score": float(score)})
+            tick((b + len(chunk)) / len(plan))
+        return dict(zip(("train_loss", "train_ce", "train_dice_loss"), totals / max(n_batches, 1)))
+
+    def describe(row: dict) -> str:
         val_text = (f", val Dice {row['val_dice_mean']:.3f} (limited view {row['val_view_dice_mean']:.3f}), "
                     f"valid {row['val_valid_share'] * 100:.0f}%") if "val_dice_mean" in row else ""
-        log(f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}{val_text} ({row['seconds']:.1f} s)")
-        if epoch % max(1, config.checkpoint_every) == 0 or epoch == config.epochs:
-            path = save_checkpoint(work / CHECKPOINT_DIR / f"epoch_{epoch:04d}.safetensors", model, optimizer, epoch,
-                                   dict(run_info, best=best))
-            checkpoints.append(str(path))
+        return f"loss {row['train_loss']:.4f}{val_text}"
 
-    # The final weights.
-    last_state = copy_state(model)
-    use_best = config.select == "best" and best_state is not None
-    model.load_state_dict(best_state if use_best else last_state)
-    selected_epoch = best["epoch"] if use_best else config.epochs
-    selected = metrics
-    if use_best and best["epoch"] != config.epochs:
-        selected = validate(model, val, config, torch_device)
+    trainer = Trainer(
+        kind="segmentation", work=work, log_columns=LOG_COLUMNS, train_epoch=train_epoch,
+        validate=lambda m: validate(m, val, config, torch_device), describe=describe,
+        run_info={"config": config.to_dict(),
+                  "preprocessing": {"segmentation": asdict(seg_cfg), "canal": asdict(canal_cfg)}},
+    )
+    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
+
+    # The final weights: the loop left the selected epoch's state in the model.
+    selected_epoch, selected, metrics, use_best = result.selected_epoch, result.selected, result.last, result.used_best
     meta = {
         "kind": "segmentation",
         "trained": True,
@@ -381,5 +334,5 @@ def train_segmentation(
     weights_path = save_model(model, out_dir / SEGMENTATION_FILE, meta)
     log(f"segmentation weights written to {weights_path} (epoch {selected_epoch})")
     progress("training", 1.0, "done")
-    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": checkpoints,
+    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
             "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}
