@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
+from . import __version__
 from .data_files import sample_ct
 from .errors import InputError, OsteoBMDError
 from .options import add_case_arguments, add_measure_arguments
@@ -21,6 +22,12 @@ from .progress import JsonLinesProgress, TerminalProgress, silent
 # The bundled real CT (samples/ct.nii.gz, see samples/README.md; a wheel carries a copy).
 SAMPLE_CT = sample_ct()
 DEMO_OUT = Path("osteobmd-demo")
+# Sub-commands of their own packages: package, help in `osteobmd --help`.
+OPTIONAL_COMMANDS = {
+    "train": ("training", "train the segmentation or regression network on a ground-truth folder"),
+    "evaluate": ("evaluation", "compare predicted BMD / segmentations with a reference (METHOD 5 statistics and report)"),
+    "synth": ("synthetic", "make a synthetic lumbar CT cohort (CT, labels, true BMD)"),
+}
 
 
 def _progress(kind: str):
@@ -99,8 +106,10 @@ def _demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole command line; `chosen` is the sub-command about to run (see _add_optional_cli)."""
     parser = argparse.ArgumentParser(prog="osteobmd", description="Lumbar BMD (L1-L4) from routine CT.")
+    parser.add_argument("--version", action="version", version=f"osteobmd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="measure one CT")
@@ -126,27 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
     p.set_defaults(handler=_demo)
 
-    for module in ("training.cli", "evaluation.cli", "synthetic.cli"):
-        _add_optional_cli(sub, module)
+    for command in OPTIONAL_COMMANDS:
+        _add_optional_cli(sub, command, load=command == chosen)
     return parser
 
 
-def _add_optional_cli(sub, module: str) -> None:
-    """Sub-commands that live with their own module (train, evaluate, synth)."""
-    import importlib
+def _add_optional_cli(sub, command: str, load: bool) -> None:
+    """A sub-command that lives with its own package (train, evaluate, synth).
 
-    name = f"{__package__}.{module}"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name and name.startswith(err.name):
-            return  # that part of the package is not there (a trimmed install)
-        raise
-    mod.add_cli(sub)
+    Those packages load torch, scipy or matplotlib on import, which takes seconds: only the
+    chosen command's parser is built from its module; the others are listed by name.
+    """
+    import importlib.util
+
+    package, help_text = OPTIONAL_COMMANDS[command]
+    if importlib.util.find_spec(f"{__package__}.{package}") is None:
+        return  # that part of the package is not there (a trimmed install)
+    if load:
+        importlib.import_module(f"{__package__}.{package}.cli").add_cli(sub)
+    else:
+        sub.add_parser(command, help=help_text)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen=argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

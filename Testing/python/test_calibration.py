@@ -1,4 +1,4 @@
-"""osteobmd.calibration: internal (air + fat) and user linear HU calibration."""
+"""osteobmd.calibration and internal_calibration: internal (air + fat) and user linear HU calibration."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from osteobmd.calibration import (
-    Calibration,
-    estimate_internal_calibration,
-    linear_calibration,
-    parse_calibration,
-    resolve_calibration,
-)
+from osteobmd.calibration import Calibration, linear_calibration, parse_calibration, resolve_calibration
+from osteobmd.internal_calibration import estimate_internal_calibration
 from osteobmd.errors import InputError
 
 SAMPLE_CT = Path(__file__).resolve().parents[2] / "samples" / "ct.nii.gz"

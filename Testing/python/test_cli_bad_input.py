@@ -83,3 +83,23 @@ def test_help_lists_the_commands():
     assert proc.returncode == 0
     for command in ("run", "batch", "demo"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize("option, word", [
+    (("--calibration", "linear:5,0"), "slope"),
+    (("--device", "gpu"), "gpu"),
+    (("--vertebrae", "L0"), "L0"),
+    (("--mask", "/no/such/mask.nrrd"), "mask"),
+])
+def test_bad_options_fail_before_the_ct_is_read(tmp_path, option, word):
+    # The CT does not exist either: the option's message comes first, so it was checked first.
+    proc = osteobmd("run", tmp_path / "missing.nii.gz", "--out", tmp_path / "out", *option)
+    assert proc.returncode == 2 and word in proc.stderr and "missing.nii.gz" not in proc.stderr
+
+
+def test_version():
+    from osteobmd import __version__
+
+    proc = osteobmd("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"osteobmd {__version__}"
+

@@ -66,6 +66,14 @@ def test_to_argv_round_trips(tmp_path, raw):
     assert "--out" not in argv and str(mask) in argv
 
 
+def test_the_cli_parser_reads_to_argv_the_same_way(tmp_path):
+    from osteobmd.cli import build_parser
+
+    options = RunOptions.parse(vertebrae="L3", calibration="internal", write_scene=False, case_id="x")
+    args = build_parser().parse_args(["run", "ct.nii.gz", "--out", str(tmp_path), *options.to_argv()])
+    assert RunOptions.from_args(args) == options
+
+
 def test_keyword_changes_keep_the_types(tmp_path):
     options = RunOptions()
     from dataclasses import replace
