@@ -55,8 +55,8 @@ def write_csv(result: CaseResult, path: Path) -> None:
 
 def write_slicer_scene(out_dir: Path, result: CaseResult, ct: sitk.Image) -> bool:
     """scene.mrb for drag-and-drop into Slicer, when slicer-core is installed (extra `slicer`)."""
-    try:
-        from OsteoBMDLib.scene_export import write_scene_mrb
+    try:  # osteobmd.scene needs slicer-core; the measurement never does
+        from .scene import write_scene_mrb
     except ImportError:
         result.messages.append(f"{SCENE_MRB} not written: install the 'slicer' extra (slicer-core) for it.")
         return False
