@@ -33,6 +33,7 @@ DISPLAY_WINDOW = (-150.0, 850.0)
 NOT_VALID = "not valid"
 INVALID_COLOR = "#8c8c8c"  # a level's number that failed its checks
 WARNING_COLOR = "#a93226"  # "not valid" and its reasons
+WARNING_ON_IMAGE = "#ff9c8f"  # the same, light enough to read on the CT
 NOTE_COLOR = "#444444"
 DPI = 100
 STRIKE_GID = "strike"
@@ -273,7 +274,7 @@ def _sagittal(ax, result: CaseResult, ct: sitk.Image, labels: sitk.Image, render
                         gid=f"level {v.name}")
         tag = None
         if not valid:
-            tag = ax.text(y_mm - 25, z_mm, NOT_VALID, color="#ff9c8f", fontsize=8, ha="right", va="top",
+            tag = ax.text(y_mm - 25, z_mm, NOT_VALID, color=WARNING_ON_IMAGE, fontsize=8, ha="right", va="top",
                           fontweight="bold", path_effects=outline, gid=f"not valid {v.name}")
         placed.append((z_mm, label, tag, (y_mm, z_mm), valid))
     _keep_labels_apart(ax, placed, renderer)
