@@ -2,7 +2,8 @@
 
 Built the way `python -m build` does it (the sdist first, then the wheel from the unpacked
 sdist, so the sdist is shown to carry the weights and the sample too), installed into a fresh venv, and run from a
-folder outside the checkout: `osteobmd demo --synthetic` with the weights the wheel carries.
+folder outside the checkout: `osteobmd --version` and `osteobmd demo --synthetic` with the
+weights the wheel carries.
 
 Offline: the build uses this environment's setuptools (no build isolation) and the install
 takes only the wheel (--no-index --no-deps). The dependencies (torch, MONAI, ...) come from
@@ -119,6 +120,14 @@ def test_installed_package_is_the_wheel_not_the_checkout(venv, outside):
 
 
 @pytest.mark.slow
+def test_version_answers(built, venv, outside):
+    result = _run([venv / "bin" / "osteobmd", "--version"], **outside)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = built[0].name.split("-")[1]
+    assert version in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_synthetic_demo_runs_from_the_wheel(built, venv, outside):
     out = outside["cwd"] / "demo"
     result = _run([venv / "bin" / "osteobmd", "demo", "--synthetic", "--out", out], **outside)
@@ -127,6 +136,8 @@ def test_synthetic_demo_runs_from_the_wheel(built, venv, outside):
     assert found["versions"]["osteobmd"] == built[0].name.split("-")[1]
     assert [v["name"] for v in found["vertebrae"]] == ["L1", "L2", "L3", "L4"]
     assert any(v["bmd_mg_cm3"] is not None for v in found["vertebrae"])
+    # The scene too: the package builds it without the Slicer module's OsteoBMDLib.
+    assert (out / "scene.mrb").stat().st_size > 0, found["messages"]
 
 
 def test_a_checkout_uses_its_top_level_folders():
