@@ -1,25 +1,30 @@
 """`osteobmd batch`: many CTs, local parallel workers, resumable, one summary CSV.
 
-A case already done (its results.json exists) is skipped; a bad case is recorded with
-its message and does not stop the batch.
+A case already complete (case_folder.is_complete) is skipped; anything less is measured
+again. A bad case is recorded with its message and does not stop the batch; the exit code
+says whether any case failed (`batch_exit_code`).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import io as ctio
+from .case_folder import case_name, is_complete, recover, refuse_a_file
 from .errors import InputError, OsteoBMDError
 from .options import RunOptions
 from .results import RESULTS_JSON, CaseResult
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_COLUMNS = ("case_id", "status", "mean_bmd_mg_cm3", "classification", "valid_vertebrae", "message")
+# A case's outcome as `osteobmd run` would exit; the batch exits with the first of 1, 2, 3 any case gave.
+EXIT_OF_STATUS = {"done": 0, "no_valid": 3, "bad_input": 2, "error": 1}
 
 
 @dataclass
@@ -51,12 +56,12 @@ def collect_inputs(inputs: Path) -> List[BatchItem]:
                 p = Path(row["path"])
                 p = p if p.is_absolute() else inputs.parent / p
                 mask = row.get("mask") or None
-                items.append(BatchItem(row.get("case_id") or ctio.case_id_from_path(p), p,
+                items.append(BatchItem(row.get("case_id") or case_name(p), p,
                                        (inputs.parent / mask) if mask and not Path(mask).is_absolute() else (Path(mask) if mask else None)))
     else:
         for p in sorted(inputs.iterdir()):
             if _looks_like_image(p):
-                items.append(BatchItem(ctio.case_id_from_path(p), p))
+                items.append(BatchItem(case_name(p), p))
             elif p.is_dir():
                 # A ground-truth case folder (ct.nrrd, labels.nrrd, ...) or a DICOM series folder.
                 ct = next((c for c in sorted(p.iterdir()) if c.name.lower().startswith("ct.") and _looks_like_image(c)), None)
@@ -86,8 +91,13 @@ def _run_one(item: BatchItem, out_root: str, options: RunOptions, threads: int) 
     except OsteoBMDError as err:
         row.update(status="bad_input" if err.exit_code == 2 else "error", message=str(err))
         return row
-    except Exception as err:  # one broken case must not stop the batch
-        row.update(status="error", message=f"internal error: {type(err).__name__}: {err}")
+    except Exception as err:  # one broken case must not stop the batch; its details go beside its folder
+        log = out_dir.parent / f"{item.case_id}.error.log"
+        try:
+            log.write_text(traceback.format_exc())
+        except OSError:
+            log = "no log could be written"
+        row.update(status="error", message=f"internal error: {type(err).__name__}: {err} (details in {log})")
         return row
     return _summary_row(result, row)
 
@@ -95,6 +105,7 @@ def _run_one(item: BatchItem, out_root: str, options: RunOptions, threads: int) 
 def _summary_row(result: CaseResult, row: dict) -> dict:
     row.update(
         status="done" if result.valid else "no_valid",
+        exit_code=0 if result.valid else 3,
         mean_bmd_mg_cm3="" if result.mean_bmd_mg_cm3 is None else f"{result.mean_bmd_mg_cm3:.1f}",
         classification=result.classification or "",
         valid_vertebrae=",".join(v.name for v in result.vertebrae if v.valid),
@@ -107,15 +118,18 @@ def run_batch(
     inputs: Path, out_root: Path, workers: int = 1, options: Optional[RunOptions] = None,
     report: Callable[[str], None] = print,
 ) -> List[dict]:
+    out_root = refuse_a_file(out_root)
     items = collect_inputs(inputs)
-    out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    options = options or RunOptions()
+    # A case short of complete is measured again, replacing what a stopped run left.
+    options = replace(options or RunOptions(), overwrite=True)
     rows, todo = [], []
     for item in items:
-        done = out_root / item.case_id / RESULTS_JSON
-        if done.exists():
-            rows.append(_summary_row(CaseResult.read_json(done), {"case_id": item.case_id}) | {"status": "skipped_done"})
+        case_dir = out_root / item.case_id
+        recover(case_dir)  # a swap cut by a kill puts the previous complete result back
+        if is_complete(case_dir):
+            rows.append(_summary_row(CaseResult.read_json(case_dir / RESULTS_JSON), {"case_id": item.case_id})
+                        | {"status": "skipped_done"})
         else:
             todo.append(item)
     report(f"{len(items)} cases: {len(rows)} already done, {len(todo)} to run with {workers} worker(s).")
@@ -137,3 +151,10 @@ def run_batch(
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def batch_exit_code(rows: List[dict]) -> int:
+    """0 when every case is done (now or before); else 1 if any internal error, 2 if any bad
+    input, 3 if any case gave no valid measurement."""
+    codes = {r.get("exit_code", EXIT_OF_STATUS.get(r["status"], 0)) for r in rows}
+    return next((code for code in (1, 2, 3) if code in codes), 0)

@@ -23,11 +23,15 @@ def write_outputs(
     result: CaseResult, out_dir: Path, ct: sitk.Image, labels: sitk.Image, patches: Dict[str, Patch],
     progress: ProgressCallback = silent, write_scene: bool = True,
 ) -> None:
+    """Every file of a case into `out_dir` (the pipeline's hidden folder, moved into place
+    by case_folder.writing once all of them, and then results.json, are written)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    progress("outputs", 0.0, "writing results")
+    progress("outputs", 0.0, f"writing {RESULTS_CSV}")
     write_csv(result, out_dir / RESULTS_CSV)
+    progress("outputs", 0.1, f"writing {LABELS_NRRD}")
     sitk.WriteImage(labels, str(out_dir / LABELS_NRRD), True)
+    progress("outputs", 0.2, f"writing {PATCHES_NPZ}")
     names = [n for n in VERTEBRA_NAMES if n in patches]
     np.savez_compressed(
         out_dir / PATCHES_NPZ,
@@ -35,14 +39,12 @@ def write_outputs(
         hu=np.stack([patches[n].hu for n in names]) if names else np.zeros((0, 3, 32, 32), np.float32),
         x01=np.stack([patches[n].x01 for n in names]) if names else np.zeros((0, 3, 32, 32), np.float32),
     )
-    progress("outputs", 0.3, "drawing the overview")
+    progress("outputs", 0.3, f"drawing {PATCHES_PNG} and {OVERVIEW_PNG}")
     draw_patches_png(result, patches, out_dir / PATCHES_PNG)
     draw_overview_png(result, ct, labels, patches, out_dir / OVERVIEW_PNG)
-    # results.json marks a finished case (batch resumes on it): written after the files it
-    # describes; the scene is built from it.
-    result.write_json(out_dir / RESULTS_JSON)
     if write_scene:
-        progress("outputs", 0.7, "writing the Slicer scene")
+        progress("outputs", 0.7, f"writing {SCENE_MRB} (the Slicer scene)")
+        result.write_json(out_dir / RESULTS_JSON)  # the scene is built from the folder
         write_slicer_scene(out_dir, result, ct)
 
 

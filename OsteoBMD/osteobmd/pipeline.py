@@ -10,13 +10,11 @@ import platform
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, Optional
 
 from . import __version__, stages
+from .case_folder import case_name, check_target, writing
 from .config import PipelineConfig
-from .errors import OutputExistsError
-from .io import case_id_from_path
 from .options import RunOptions
 from .outputs import write_outputs
 from .progress import ProgressCallback, silent
@@ -56,17 +54,18 @@ def versions() -> Dict[str, str]:
     }
 
 
-def prepare_output_dir(out_dir: Path, overwrite: bool) -> Path:
-    """Refuse to replace results unless asked; when asked, the old result goes first, so a
-    run that fails half-way never leaves it beside new files."""
-    out_dir = Path(out_dir)
-    if (out_dir / RESULTS_JSON).exists() and not overwrite:
-        raise OutputExistsError(
-            f"'{out_dir}' already holds results; nothing was changed. Choose another --out folder, "
-            "or add --overwrite to replace them."
-        )
-    (out_dir / RESULTS_JSON).unlink(missing_ok=True)
-    return out_dir
+@contextmanager
+def itk_warnings_silenced():
+    """ITK prints its own warnings (e.g. "No Series were found" for an empty folder) before
+    the tool's one-line message; while reading, the tool's words are the only ones."""
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def run_case(ct_path, out_dir, options: Optional[RunOptions] = None, progress: ProgressCallback = silent,
@@ -76,13 +75,14 @@ def run_case(ct_path, out_dir, options: Optional[RunOptions] = None, progress: P
     `changes` replace fields of `options` (e.g. mask_path=..., write_scene=False). With a
     mask the segmentation is skipped and the given (e.g. hand-corrected) label map is
     measured. An invalid result is still written, with its reasons; the caller decides the
-    exit code from `result.valid`.
+    exit code from `result.valid`. `out_dir` is whole or untouched (case_folder.py): the
+    outputs are written beside it and replace it only when all of them are written.
     """
     options = replace(options or RunOptions(), **changes)
-    out_dir, config, timer = prepare_output_dir(out_dir, options.overwrite), PipelineConfig(), StageTimer()
+    out_dir, config, timer = check_target(out_dir, options.overwrite), PipelineConfig(), StageTimer()
     with timer.stage("load_models"):
         models = load_models(options.weights_dir, options.device, segmentation=options.mask_path is None)
-    with timer.stage("read"):
+    with timer.stage("read"), itk_warnings_silenced():
         case = stages.read(ct_path, options.mask_path, progress)
     if case.user_labels is None:
         with timer.stage("canal"):
@@ -100,12 +100,13 @@ def run_case(ct_path, out_dir, options: Optional[RunOptions] = None, progress: P
         measured = stages.cut_patches(case.ct, labelling.labels, calibration, patch_cfg, window, progress)
     with timer.stage("regression"):
         bmd = stages.regress(models, measured, progress)
-    result = stages.verdicts_and_mean(options.case_id or case_id_from_path(ct_path), measured, bmd, labelling,
+    result = stages.verdicts_and_mean(options.case_id or case_name(ct_path), measured, bmd, labelling,
                                       calibration, options.mean_vertebrae)
     result.versions, result.timings_s = versions(), timer.timings
-    with timer.stage("outputs"):
-        write_outputs(result, out_dir, case.ct, labelling.labels, measured.patches, progress, options.write_scene)
-    result.timings_s = timer.with_total()
-    result.write_json(out_dir / RESULTS_JSON)
+    with writing(out_dir) as scratch:
+        with timer.stage("outputs"):
+            write_outputs(result, scratch, case.ct, labelling.labels, measured.patches, progress, options.write_scene)
+        result.timings_s = timer.with_total()
+        result.write_json(scratch / RESULTS_JSON)  # last: the folder is whole
     progress("outputs", 1.0, "done")
     return result

@@ -165,7 +165,8 @@ def test_batch_is_resumable_and_survives_a_bad_case(tmp_path, sample_reference_l
     listing.write_text("path,mask\ncases/good.nii.gz,good_labels.nrrd\ncases/broken.nii.gz,\n")
     out = tmp_path / "out"
     proc = osteobmd("batch", listing, "--out", out, "--no-scene")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # a case was refused: the batch says so
+    assert "summary:" in proc.stdout
     with open(out / "summary.csv") as f:
         status = {r["case_id"]: r["status"] for r in csv.DictReader(f)}
     assert status == {"good": "done", "broken": "bad_input"}
