@@ -1,14 +1,18 @@
 """The `osteobmd` command line: run, batch, demo, train, evaluate, synth.
 
-Exit codes: 0 done, 2 bad input (one line saying what is wrong and what to do),
-3 no valid measurement (with the reasons). Never a traceback for a user's mistake.
+Exit codes are EXIT_CODES (also in `osteobmd --help`). Never a traceback for a user's
+mistake; a bug gets one line and a log file beside the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import tempfile
 import traceback
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +26,17 @@ from .progress import JsonLinesProgress, TerminalProgress, silent
 # The bundled real CT (samples/ct.nii.gz, see samples/README.md; a wheel carries a copy).
 SAMPLE_CT = sample_ct()
 DEMO_OUT = Path("osteobmd-demo")
+EXIT_CODES = (
+    (0, "done: a valid measurement (batch: every case done)"),
+    (1, "internal error: a bug; one line, the details in a log file whose path is printed (batch: some case hit one)"),
+    (2, "bad input: one line saying what is wrong and what to do; nothing was written (batch: some case was refused)"),
+    (3, "no valid measurement: the results, with each level's reasons, are written (batch: some case had none)"),
+    (130, "cancelled (Ctrl-C or SIGTERM): the output folder holds its previous result, or none"),
+)
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES) + (
+    "\n\nAn output folder is whole or untouched: a run writes beside it and replaces it only when every "
+    "file is written.\nbatch: the first of 1, 2, 3 that applies to any case, else 0.")
+PROGRESS_HELP = "progress report on stderr: json lines (for programs), a bar, none; auto: a bar at a terminal, else json"
 # Sub-commands of their own packages: package, help in `osteobmd --help`.
 OPTIONAL_COMMANDS = {
     "train": ("training", "train the segmentation or regression network on a ground-truth folder"),
@@ -66,12 +81,17 @@ def _batch(args) -> int:
     from .batch import run_batch
     from .options import RunOptions
 
+    from .batch import batch_exit_code
+
     rows = run_batch(args.inputs, args.out, workers=args.workers, options=RunOptions.from_args(args))
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
+    code = batch_exit_code(rows)
     print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; see {Path(args.out) / 'summary.csv'}")
-    return 0
+    if code:
+        print(f"osteobmd: not every case gave a valid measurement (exit {code}); see the summary.", file=sys.stderr)
+    return code
 
 
 def _demo(args) -> int:
@@ -108,31 +128,40 @@ def _demo(args) -> int:
 
 def build_parser(chosen: Optional[str] = None) -> argparse.ArgumentParser:
     """The whole command line; `chosen` is the sub-command about to run (see _add_optional_cli)."""
-    parser = argparse.ArgumentParser(prog="osteobmd", description="Lumbar BMD (L1-L4) from routine CT.")
-    parser.add_argument("--version", action="version", version=f"osteobmd {__version__}")
+    parser = argparse.ArgumentParser(prog="osteobmd", description="Lumbar BMD (L1-L4) from routine CT. "
+                                     "Research use only, not a medical device.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"osteobmd {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="measure one CT")
+    p = sub.add_parser("run", help="measure one CT", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder for this case (made if missing; replaced as a whole only with --overwrite)")
+    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto", help=PROGRESS_HELP)
     add_case_arguments(p)
     add_measure_arguments(p)
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("batch", help="measure many CTs (a folder or a CSV with a 'path' column)")
-    p.add_argument("inputs", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--workers", type=int, default=1)
+    p = sub.add_parser("batch", help="measure many CTs (a folder or a CSV with a 'path' column)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", type=Path,
+                   help="a folder (CT files, case folders holding ct.*, DICOM series folders) or a CSV with a "
+                        "'path' column (optional: case_id, mask); paths in a CSV are relative to it")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for one sub-folder per case and summary.csv; a re-run skips complete cases")
+    p.add_argument("--workers", type=int, default=1, help="cases measured at once (default 1; each uses a share of the CPU)")
     add_measure_arguments(p)
     p.set_defaults(handler=_batch)
 
     p = sub.add_parser("demo", help="run on the bundled real sample CT (or --synthetic)")
     p.add_argument("--synthetic", action="store_true", help="use a synthetic CT made by the package instead")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0, help="which synthetic CT to make (with --synthetic; default 0)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default {DEMO_OUT}/sample or {DEMO_OUT}/synthetic; replaced on each demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto")
+    p.add_argument("--progress", choices=("auto", "json", "bar", "none"), default="auto", help=PROGRESS_HELP)
     p.set_defaults(handler=_demo)
 
     for command in OPTIONAL_COMMANDS:
@@ -165,25 +194,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        with sigterm_as_cancel():
+            return int(args.handler(args) or 0)
     except OsteoBMDError as err:
         print(f"osteobmd: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("osteobmd: cancelled.", file=sys.stderr)
+        print("osteobmd: cancelled; the output folder holds its previous result, or none.", file=sys.stderr)
         return 130
     except MemoryError:
         print("osteobmd: out of memory. Close other programs or run on a machine with more memory.", file=sys.stderr)
         return 1
     except Exception as err:  # a bug: say so in one line, keep the details in a log file
-        log = Path.cwd() / "osteobmd-error.log"
+        print(f"osteobmd: internal error ({type(err).__name__}: {err}); {write_error_log(getattr(args, 'out', None))}."
+              " Please report it.", file=sys.stderr)
+        return 1
+
+
+@contextmanager
+def sigterm_as_cancel():
+    """SIGTERM (a closed panel, `kill`, a scheduler) stops a run as Ctrl-C does: the hidden
+    output folder is removed and the exit code is 130."""
+    def cancel(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, cancel)
+    except ValueError:  # not the main thread: leave signals to the host
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_error_log(out: Optional[Path]) -> str:
+    """The traceback beside the output folder (else in the temp folder); never in the current one."""
+    folders = [Path(out).absolute().parent] if out else []
+    name = f"{Path(out).name}.error.log" if out else f"osteobmd-error-{os.getpid()}.log"
+    for folder in folders + [Path(tempfile.gettempdir())]:
+        log = folder / name
         try:
             log.write_text(traceback.format_exc())
-            where = f"details in {log}"
+            return f"details in {log}"
         except OSError:
-            where = "no log could be written"
-        print(f"osteobmd: internal error ({type(err).__name__}: {err}); {where}. Please report it.", file=sys.stderr)
-        return 1
+            continue
+    return "no log could be written"
 
 
 if __name__ == "__main__":

@@ -103,3 +103,45 @@ def test_version():
     proc = osteobmd("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"osteobmd {__version__}"
 
+
+
+@pytest.mark.parametrize("command", ["run", "batch", "demo"])
+def test_every_argument_has_help(command):
+    import argparse
+
+    from osteobmd.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    undocumented = [a.option_strings or a.dest for a in sub.choices[command]._actions if not a.help]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("batch", "--help")])
+def test_help_documents_every_exit_code(args):
+    proc = osteobmd(*args)
+    assert proc.returncode == 0
+    epilog = proc.stdout.split("exit codes:")[1]
+    for code, word in [(0, "done"), (1, "internal error"), (2, "bad input"), (3, "no valid"), (130, "cancelled")]:
+        assert f"  {code} " in epilog and word in epilog
+
+
+def test_out_that_is_a_file_exits_2(tmp_path, capsys):
+    from osteobmd.cli import main
+
+    existing = tmp_path / "results.txt"
+    existing.write_text("someone's notes")
+    assert main(["run", str(SAMPLE_CT), "--out", str(existing), "--progress", "none"]) == 2
+    assert main(["batch", str(tmp_path), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("is a file") == 2 and "internal error" not in err
+    assert existing.read_text() == "someone's notes"
+
+
+def test_empty_folder_speaks_in_the_tools_words_only(tmp_path, capfd):
+    from osteobmd.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["run", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--progress", "none"]) == 2
+    err = capfd.readouterr().err
+    assert "no DICOM series" in err and "WARNING" not in err and "itk" not in err.lower()
+    assert not (tmp_path / "out").exists()
