@@ -112,15 +112,13 @@ class RunOptions:
         )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **given) -> "RunOptions":
-        """From a parser set up by `add_measure_arguments` (and maybe `add_case_arguments`);
-        `given` fills what that parser lacks (e.g. the batch's per-case values)."""
+    def from_args(cls, args: argparse.Namespace) -> "RunOptions":
+        """From a parser set up by `add_measure_arguments` (and maybe `add_case_arguments`)."""
         raw = dict(device=args.device, vertebrae=args.vertebrae, calibration=args.calibration,
                    weights=args.weights, write_scene=not args.no_scene)
         for name in ("mask", "overwrite", "case_id"):
             if hasattr(args, name):
                 raw[name] = getattr(args, name)
-        raw.update(given)
         return cls.parse(**raw)
 
     @classmethod

@@ -186,3 +186,26 @@ def test_saved_files_are_readable(tmp_path):
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644  # not the 0600 safetensors writes by default
+
+
+def test_the_preprocessing_stored_in_the_weights_wins_over_the_defaults():
+    from osteobmd.config import PatchConfig, SegmentationConfig
+
+    seg = weights.network_config({"preprocessing": {"spacing_mm": 0.9, "window_level": 300.0, "other": 1}},
+                                 SegmentationConfig())
+    assert (seg.spacing_mm, seg.window_level, seg.window_width) == (0.9, 300.0, SegmentationConfig().window_width)
+    assert weights.network_config({}, SegmentationConfig()) == SegmentationConfig()
+    meta = {"preprocessing": {"patch": {"size_px": 24, "spacing_mm": 0.8, "unknown": 3}, "window_width": 1200.0}}
+    patch_cfg, window = weights.trained_patch_config(meta, PatchConfig(), SegmentationConfig())
+    assert (patch_cfg.size_px, patch_cfg.spacing_mm, patch_cfg.slice_step_mm) == (24, 0.8, PatchConfig().slice_step_mm)
+    assert window.window_width == 1200.0 and window.window_level == SegmentationConfig().window_level
+
+
+def test_load_models_loads_the_segmentation_only_when_it_is_needed(tmp_path):
+    weights.save_model(_small_reg(), tmp_path / weights.REGRESSION_FILE,
+                       {"kind": "regression", "trained": True, "preprocessing": {}})
+    models = weights.load_models(tmp_path, "cpu", segmentation=False)
+    assert models.device == torch.device("cpu") and models.segmentation is None
+    assert isinstance(models.regression, BMDRegressor) and models.regression_meta["kind"] == "regression"
+    with pytest.raises(NoTrainedWeightsError):  # no segmentation weights in the folder
+        weights.load_models(tmp_path, "cpu")
