@@ -152,6 +152,18 @@ def test_without_overwrite_a_complete_result_is_kept(toy, out, capsys):
     assert "--overwrite" in capsys.readouterr().err and snapshot(out) == before
 
 
+@pytest.mark.parametrize("stage", ["results.csv", "scene.mrb"])
+def test_a_cancel_with_no_earlier_result_leaves_no_folder(toy, tmp_path, stage):
+    def cancel_at_stage(name, fraction, message=""):
+        if name == "outputs" and stage in message:
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, in the CLI) raises
+
+    target = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        run_case(toy[0], target, mask_path=toy[1], write_scene=True, progress=cancel_at_stage)
+    assert not target.exists() and hidden_beside(target) == []
+
+
 def test_a_swap_cut_between_its_two_renames_is_undone_by_the_next_run(toy, out, capsys):
     """SIGKILL after the old result was moved aside and before the new one was moved in."""
     before, pid = snapshot(out), dead_pid()
