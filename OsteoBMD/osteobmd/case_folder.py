@@ -52,9 +52,14 @@ def hidden_path(target: Path, kind: str, pid: int = 0) -> Path:
     return target.parent / f".{target.name}{MARK}{kind}-{pid or os.getpid()}"
 
 
+def absolute(target: PathLike) -> Path:
+    """Without '.' or '..' as its last part, so that the target has a name and a parent."""
+    return Path(os.path.abspath(target))
+
+
 def leftovers(target: PathLike) -> List[Tuple[Path, str, int]]:
     """The hidden folders of runs on `target`: (path, "new" or "old", process id)."""
-    target = Path(target)
+    target = absolute(target)
     prefix = f".{target.name}{MARK}"
     found = []
     if target.parent.is_dir():
@@ -81,7 +86,7 @@ def _alive(pid: int) -> bool:
 
 def recover(target: PathLike) -> None:
     """Remove what killed runs left beside `target`; restore its previous result if a swap was cut."""
-    target = Path(target)
+    target = absolute(target)
     for path, kind, pid in sorted(leftovers(target), key=lambda item: item[1] != OLD):
         if _alive(pid):
             continue  # another run is writing this folder now
@@ -117,6 +122,9 @@ def check_target(target: PathLike, overwrite: bool) -> Path:
     """Before any work: refuse a target that is a file, holds someone else's files, or holds
     results not to be replaced. Leftovers of killed runs are cleared first."""
     target = refuse_a_file(target)
+    if absolute(target) in (Path.cwd(), *Path.cwd().parents):
+        raise InputError(f"--out '{target}' holds the current folder, which a run would replace as a whole. "
+                         "Give a sub-folder, e.g. --out results.")
     recover(target)
     if not target.is_dir():
         return target
@@ -140,7 +148,7 @@ def check_target(target: PathLike, overwrite: bool) -> Path:
 def writing(target: PathLike) -> Iterator[Path]:
     """Yields a hidden folder to write the case into; when the block ends without an error
     it replaces `target` as a whole, else it is removed and `target` stays as it was."""
-    target = Path(target)
+    target = absolute(target)
     scratch = hidden_path(target, NEW)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,12 @@ def test_empty_folder_speaks_in_the_tools_words_only(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "no DICOM series" in err and "WARNING" not in err and "itk" not in err.lower()
     assert not (tmp_path / "out").exists()
+
+
+def test_out_that_is_the_current_folder_exits_2(tmp_path, monkeypatch, capsys):
+    """A run replaces its folder as a whole: never the one the user stands in."""
+    from osteobmd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(SAMPLE_CT), "--out", ".", "--progress", "none"]) == 2
+    assert "current folder" in capsys.readouterr().err and tmp_path.is_dir()
