@@ -296,3 +296,95 @@ def test_anchor_classes_come_from_the_levels_map(tiny_data, tmp_path):
     l5, t12 = ANCHOR_CLASSES["L5"], ANCHOR_CLASSES["T12"]
     assert {l5, t12} <= set(ext)
     assert ext[l5][1] < ext[4][0] and ext[t12][0] > ext[1][1]  # rows run inferior -> superior
+
+
+# --------------------------------------------------------------------------- the shared loop
+class _Toy:
+    """A one-weight model trained by the shared loop to fit y = 3x; validation score = -|w - 3|."""
+
+    def __init__(self, work):
+        from osteobmd.training.loop import Trainer
+
+        self.model = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(self.model.weight)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.best_calls = []
+
+        def train_epoch(model, optimizer, epoch, rng, tick):
+            x = torch.from_numpy(rng.normal(size=(16, 1)).astype(np.float32))
+            loss = torch.nn.functional.mse_loss(model(x), 3 * x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tick(1.0)
+            return {"train_loss": loss.item()}
+
+        self.trainer = Trainer(
+            kind="toy", work=work, log_columns=["epoch", "lr", "train_loss", "val_score", "seconds"],
+            train_epoch=train_epoch, validate=lambda m: {"val_score": -abs(m.weight.item() - 3.0)},
+            describe=lambda row: f"loss {row['train_loss']:.3f}",
+            on_best=lambda m, row: self.best_calls.append(row["epoch"]),
+        )
+
+
+def _toy_config(**kw):
+    from types import SimpleNamespace
+
+    base = dict(epochs=6, lr=0.9, seed=3, checkpoint_every=2, select="best", stop_epoch=None, minutes=None)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_shared_loop_resumes_exactly_and_selects_the_best(tmp_path):
+    from osteobmd.training.loop import resume_point, run_loop
+
+    whole = _Toy(tmp_path / "whole")
+    result = run_loop(whole.model, whole.optimizer, _toy_config(), whole.trainer, log=lambda m: None)
+    scores = [float(r["val_score"]) for r in read_log(tmp_path / "whole" / "log.csv")]
+    assert result.used_best and result.selected_epoch == 1 + int(np.argmax(scores)) == whole.best_calls[-1]
+    assert [Path(p).name for p in result.checkpoints] == ["epoch_0002.safetensors", "epoch_0004.safetensors",
+                                                         "epoch_0006.safetensors"]
+    # the model holds the selected epoch's state
+    assert -abs(whole.model.weight.item() - 3.0) == pytest.approx(max(scores), abs=1e-5)
+
+    part = _Toy(tmp_path / "part")
+    stopped = run_loop(part.model, part.optimizer, _toy_config(stop_epoch=3, select="last"), part.trainer,
+                       log=lambda m: None)
+    assert stopped.selected_epoch == 3 and stopped.checkpoints[-1].endswith("epoch_0003.safetensors")
+    again = _Toy(tmp_path / "part")
+    path, info = resume_point(tmp_path / "part", "toy")
+    assert info["epoch"] == 3 and info["kind"] == "toy"
+    resumed = run_loop(again.model, again.optimizer, _toy_config(), again.trainer, path, log=lambda m: None)
+    assert resumed.selected_epoch == result.selected_epoch
+    assert again.model.weight.item() == pytest.approx(whole.model.weight.item(), abs=1e-6)
+    rows = read_log(tmp_path / "part" / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in read_log(tmp_path / "whole" / "log.csv")]
+    with pytest.raises(InputError, match="already at epoch 6"):
+        run_loop(again.model, again.optimizer, _toy_config(), again.trainer,
+                 resume_point(tmp_path / "part", "toy")[0], log=lambda m: None)
+    with pytest.raises(InputError, match="not a segmentation one"):
+        resume_point(tmp_path / "part", "segmentation")
+
+
+def test_shared_loop_stops_on_its_time_budget_with_a_checkpoint(tmp_path):
+    from osteobmd.training.loop import run_loop
+
+    toy = _Toy(tmp_path)
+    result = run_loop(toy.model, toy.optimizer, _toy_config(minutes=0.0, checkpoint_every=5), toy.trainer,
+                      log=lambda m: None)
+    assert [int(r["epoch"]) for r in read_log(tmp_path / "log.csv")] == [1]
+    assert result.checkpoints[-1].endswith("epoch_0001.safetensors")
+
+
+def test_regression_resume_refuses_a_finished_run(tiny_data, tmp_path):
+    """The check both trainers now share (it sat inside the checkpoint branch in one of them)."""
+    out = tmp_path / "reg"
+    common = ["--out", str(out), "--batch-size", "8", "--device", "cpu", "--quiet", "--checkpoint-every", "1",
+              "--block-config", "1,1,1,1", "--growth-rate", "4", "--init-features", "8", "--jitter", "0"]
+    args = _parser().parse_args(["train", "regression", str(tiny_data), "--epochs", "1"] + common)
+    assert args.handler(args) == 0
+    args = _parser().parse_args(["train", "regression", str(tiny_data), "--epochs", "1", "--resume",
+                                 str(out / "training_regression")] + common)
+    with pytest.raises(InputError, match="already at epoch 1"):
+        args.handler(args)

@@ -149,9 +149,11 @@ def augment_segmentation(
 # --------------------------------------------------------------------------- regression
 @dataclass
 class RegAugmentConfig:
-    p_flip: float = 0.5
-    p_rot90: float = 0.5
-    p_swap_slices: float = 0.5
+    """Geometry and light noise only: BMD is absolute, so no intensity rescaling."""
+
+    # Each of the two flips, the 90-degree turn and the slice-order swap is applied with this
+    # probability: a trabecular patch has no preferred orientation, handedness or slice order.
+    p_geometry: float = 0.5
     p_noise: float = 0.3
     noise_sigma: float = 0.008  # ~8 HU in the 1000 HU window
 
@@ -161,13 +163,13 @@ def augment_patches(x: np.ndarray, rng: np.random.Generator, cfg: RegAugmentConf
     x = np.array(x, np.float32, copy=True)
     for n in range(len(x)):
         p = x[n]
-        if rng.random() < cfg.p_flip:
+        if rng.random() < cfg.p_geometry:
             p = p[:, :, ::-1]
-        if rng.random() < cfg.p_flip:
+        if rng.random() < cfg.p_geometry:
             p = p[:, ::-1, :]
-        if rng.random() < cfg.p_rot90:
+        if rng.random() < cfg.p_geometry:
             p = np.rot90(p, k=int(rng.integers(1, 4)), axes=(1, 2))
-        if rng.random() < cfg.p_swap_slices:
+        if rng.random() < cfg.p_geometry:
             p = p[::-1]
         if rng.random() < cfg.p_noise:
             p = np.clip(p + rng.normal(0.0, cfg.noise_sigma, size=p.shape), 0.0, 1.0)

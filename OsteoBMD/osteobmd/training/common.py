@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -33,6 +34,44 @@ BEST_MODEL = "best_model.safetensors"
 LOG_CSV = "log.csv"
 
 LogFn = Callable[[str], None]
+
+
+class RunConfig:
+    """JSON round trip of a trainer's dataclass config (stored in checkpoints and weights).
+
+    Tuples are stored as lists and come back as tuples; a field whose default is itself a
+    dataclass (the augmentation settings) is rebuilt from its dict; unknown keys (from
+    other versions) are ignored.
+    """
+
+    def to_dict(self) -> dict:
+        return _lists(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        kw = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            nested = f.default_factory() if f.default_factory is not MISSING else None
+            if is_dataclass(nested) and isinstance(value, dict):
+                names = {g.name for g in fields(nested)}
+                value = type(nested)(**{k: _tuples(v) for k, v in value.items() if k in names})
+            kw[f.name] = _tuples(value)
+        return cls(**kw)
+
+
+def _lists(value):
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _tuples(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def stderr_log(message: str) -> None:

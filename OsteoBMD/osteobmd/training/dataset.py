@@ -165,6 +165,21 @@ def split_cases(
     return train, val
 
 
+def ground_truth_split(data_dir, val_fraction: float, seed: int, need_bmd: bool = False):
+    """(all cases, train, val) of a ground-truth folder; InputError when nothing is left to train on."""
+    cases = find_cases(data_dir, need_labels=True, need_bmd=need_bmd)
+    train, val = split_cases(cases, val_fraction, seed)
+    if not train:
+        raise InputError(f"No training case in '{data_dir}' (all are marked val/test in case.json).")
+    return cases, train, val
+
+
+def data_record(data_dir, train: Sequence[CaseFolder], val: Sequence[CaseFolder], **counts) -> dict:
+    """What a weights file says about its training data (never a case id)."""
+    return {"folder": Path(data_dir).name, "cases_train": len(train), "cases_val": len(val), **counts,
+            "case_ids_sha256": cases_fingerprint(list(train) + list(val))}
+
+
 def cases_fingerprint(cases: Sequence[CaseFolder]) -> str:
     """A hash of the case ids (identifies the data without naming any case)."""
     h = hashlib.sha256()

@@ -25,13 +25,28 @@ from ..errors import InputError
 from ..progress import ProgressCallback, silent
 from .common import (
     BEST_MODEL, CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, copy_state, cosine_lr, epoch_rng,
-    epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, save_checkpoint,
-    save_state, set_lr, stderr_log,
+    RunConfig, epoch_torch_seed, find_checkpoint, load_checkpoint, load_state, read_checkpoint_info, run_summary,
+    save_checkpoint, save_state, set_lr, stderr_log, utc_now,
 )
 
 # train_epoch(model, optimizer, epoch, rng, tick) -> the epoch's train_* columns;
 # tick(fraction) reports progress within the epoch.
 TrainEpoch = Callable[[nn.Module, torch.optim.Optimizer, int, np.random.Generator, Callable[[float], None]], dict]
+
+
+@dataclass
+class LoopConfig(RunConfig):
+    """The settings the loop reads; each trainer's config extends them (and may change the defaults)."""
+
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    checkpoint_every: int = 20  # the paper saved a checkpoint every 20 epochs
+    select: str = "best"  # or "last"
+    stop_epoch: Optional[int] = None  # stop after this epoch of the learning-rate schedule planned for `epochs`
+    minutes: Optional[float] = None  # stop after the epoch that passes this wall-clock budget
 
 
 @dataclass
@@ -69,6 +84,76 @@ def resume_point(resume, kind: str) -> Tuple[Optional[Path], Optional[dict]]:
     return path, info
 
 
+@dataclass
+class RunStart:
+    """Where a run writes, with what settings, from which checkpoint."""
+
+    out_dir: Path
+    work: Path
+    config: object
+    checkpoint: Optional[Path]
+    preprocessing: Optional[dict]  # a resumed run's stored preprocessing settings
+    stored_config: Optional[dict]  # a resumed run's stored config, as written
+    device: torch.device
+    clock: Stopwatch
+
+
+def start_run(out_dir, work_name: str, kind: str, config, resume, device, min_batch: int = 2,
+              keep: Sequence[str] = ("epochs",)) -> RunStart:
+    """Resolve the output folder, the resumed settings (all but `keep` from the checkpoint) and the device."""
+    from ..weights import default_weights_dir, resolve_device
+
+    out_dir = Path(out_dir) if out_dir is not None else default_weights_dir()
+    path, info, config = resume_settings(resume, kind, config, type(config).from_dict, keep)
+    if config.epochs < 1 or config.batch_size < min_batch:
+        raise InputError(f"--epochs must be at least 1 and --batch-size at least {min_batch}.")
+    return RunStart(out_dir, out_dir / work_name, config, path, (info or {}).get("preprocessing"),
+                    (info or {}).get("config"), resolve_device(device), Stopwatch())
+
+
+def resume_settings(resume, kind: str, config, from_dict, keep: Sequence[str] = ("epochs",)):
+    """(checkpoint, info, config): a resumed run takes its stored settings, except `keep` from `config`."""
+    path, info = resume_point(resume, kind)
+    if info is None:
+        return None, None, config
+    stored = from_dict(info["config"])
+    for name in keep:
+        setattr(stored, name, getattr(config, name))
+    return path, info, stored
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, losses: Sequence[torch.Tensor]) -> List[float]:
+    """Back-propagate losses[0] (the total) and step; returns every loss term as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    losses[0].backward()
+    optimizer.step()
+    return [float(v.item()) for v in losses]
+
+
+def training_record(config, result: "LoopResult", selection: str, loss: str, data, device, seconds: float) -> dict:
+    """The "training" section of a weights file's metadata."""
+    return {"date": utc_now(), "data": data,
+            **run_summary(config, result.selected_epoch, selection if result.used_best else "last epoch", loss,
+                          result.selected, result.last, device, seconds)}
+
+
+def trained_meta(kind: str, preprocessing: dict, training: dict, **extra) -> dict:
+    """A weights file's metadata (save_model adds the architecture from the network registry)."""
+    return {"kind": kind, "trained": True, "preprocessing": preprocessing, **extra, "training": training}
+
+
+def write_weights(model: nn.Module, path: Path, meta: dict, result: "LoopResult", work: Path, what: str,
+                  log: LogFn = stderr_log, progress: ProgressCallback = silent) -> dict:
+    """Save the selected weights and return the run's summary."""
+    from ..weights import save_model
+
+    weights_path = save_model(model, path, meta)
+    log(f"{what} weights written to {weights_path} (epoch {result.selected_epoch})")
+    progress("training", 1.0, "done")
+    return {"weights": str(weights_path), "log": str(Path(work) / LOG_CSV), "checkpoints": result.checkpoints,
+            "metrics": meta["training"]["metrics"], "selected_epoch": result.selected_epoch, "meta": meta}
+
+
 def run_loop(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -77,12 +162,12 @@ def run_loop(
     checkpoint: Optional[Path] = None,
     log: LogFn = stderr_log,
     progress: ProgressCallback = silent,
+    fresh_validation: bool = False,
 ) -> LoopResult:
     """Train `model` for epochs up to `config.epochs` (or `config.stop_epoch`, or `config.minutes`).
 
-    `config` gives epochs, lr, seed, checkpoint_every and select ("best" | "last"), and may
-    give stop_epoch (stop early on the schedule planned for `epochs`) and minutes (stop
-    after the epoch that passes this wall-clock budget, checkpointed).
+    fresh_validation: a resumed run validates on other data now, so the best epoch so far
+    (scored on the old data) is forgotten and the best is chosen among the epochs to come.
     """
     clock = Stopwatch()
     work = Path(trainer.work)
@@ -92,17 +177,20 @@ def run_loop(
     if checkpoint is not None:
         info = load_checkpoint(checkpoint, model, optimizer)
         start_epoch = int(info["epoch"]) + 1
-        best = info.get("best") or best
-        if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
-            best_state = load_state(work / BEST_MODEL)
         log(f"  resumed from {checkpoint.name} (epoch {info['epoch']})")
-    last_epoch = min(config.epochs, getattr(config, "stop_epoch", None) or config.epochs)
+        if fresh_validation:
+            log("  the validation data changed: the best epoch is chosen among the epochs from here on")
+        else:
+            best = info.get("best") or best
+            if best.get("epoch") is not None and (work / BEST_MODEL).is_file():
+                best_state = load_state(work / BEST_MODEL)
+    last_epoch = min(config.epochs, config.stop_epoch or config.epochs)
     if start_epoch > last_epoch:
         name = checkpoint.name if checkpoint is not None else "the run"
         raise InputError(
             f"The checkpoint '{name}' is already at epoch {start_epoch - 1}; give --epochs above that to train further."
         )
-    minutes = getattr(config, "minutes", None)
+    minutes = config.minutes
     log_csv = CsvLog(work / LOG_CSV, trainer.log_columns, resume_epoch=start_epoch - 1)
     checkpoints: List[str] = []
     metrics: dict = {}

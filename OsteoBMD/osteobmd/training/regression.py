@@ -12,9 +12,8 @@ class. The final weights are the epoch with the lowest validation MAE (or the la
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import List, Optional, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,20 +25,19 @@ from ..networks import BMDRegressor, count_parameters
 from ..networks.densenet import DEFAULT_TARGET_OFFSET, DEFAULT_TARGET_SCALE
 from ..progress import ProgressCallback, silent
 from .augment import RegAugmentConfig, augment_patches
-from .common import LOG_CSV, LogFn, Stopwatch, run_summary, seed_everything, stderr_log, utc_now
-from .loop import Trainer, resume_point, run_loop
-from .dataset import RegressionSamples, cases_fingerprint, find_cases, load_regression_samples, split_cases
+from .common import LogFn, seed_everything, stderr_log
+from .loop import (
+    LoopConfig, Trainer, optimizer_step, run_loop, start_run, trained_meta, training_record, write_weights,
+)
+from .dataset import RegressionSamples, data_record, ground_truth_split, load_regression_samples
 
 WORK_DIR = "training_regression"
 
 
 @dataclass
-class RegressionTrainConfig:
-    epochs: int = 100
+class RegressionTrainConfig(LoopConfig):
     batch_size: int = 32
-    lr: float = 1e-3
     weight_decay: float = 1e-4
-    seed: int = 0
     # DenseNet-121: 4 dense blocks of 6/12/24/16 layers, growth rate 32, 64 initial features.
     init_features: int = 64
     growth_rate: int = 32
@@ -48,27 +46,10 @@ class RegressionTrainConfig:
     target_offset: float = DEFAULT_TARGET_OFFSET
     target_scale: float = DEFAULT_TARGET_SCALE
     val_fraction: float = 0.2
-    checkpoint_every: int = 20
     # Extra patches per vertebra at jittered centres (+-3 mm in plane, +-4 mm along the spine).
     jitter: int = 8
     keep_flagged: bool = False
-    select: str = "best"  # or "last"
     augment: RegAugmentConfig = field(default_factory=RegAugmentConfig)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["block_config"] = list(self.block_config)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict) -> "RegressionTrainConfig":
-        names = {f.name for f in fields(RegressionTrainConfig)}
-        kw = {k: v for k, v in d.items() if k in names and k != "augment"}
-        if "block_config" in kw:
-            kw["block_config"] = tuple(kw["block_config"])
-        aug_names = {f.name for f in fields(RegAugmentConfig)}
-        aug = {k: v for k, v in d.get("augment", {}).items() if k in aug_names}
-        return RegressionTrainConfig(augment=RegAugmentConfig(**aug), **kw)
 
 
 def _predict(model, x01: np.ndarray, device, batch: int = 256) -> np.ndarray:
@@ -108,14 +89,8 @@ LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_mae", "val_loss", "val_mae", 
 
 
 def train_regression(
-    data_dir,
-    out_dir=None,
-    config: Optional[RegressionTrainConfig] = None,
-    patch_cfg: Optional[PatchConfig] = None,
-    window: Optional[SegmentationConfig] = None,
-    device="auto",
-    resume=None,
-    log: LogFn = stderr_log,
+    data_dir, out_dir=None, config: Optional[RegressionTrainConfig] = None, patch_cfg: Optional[PatchConfig] = None,
+    window: Optional[SegmentationConfig] = None, device="auto", resume=None, log: LogFn = stderr_log,
     progress: ProgressCallback = silent,
 ) -> dict:
     """Train the DenseNet-121 BMD regressor; writes the weights, log and checkpoints.
@@ -123,30 +98,15 @@ def train_regression(
     Returns {"weights", "log", "checkpoints", "metrics", "selected_epoch", "meta"}. With
     `resume` the run's stored settings are used and only `config.epochs` is taken.
     """
-    from ..weights import REGRESSION_FILE, default_weights_dir, resolve_device, save_model
+    from ..weights import REGRESSION_FILE
 
-    data_dir = Path(data_dir)
-    out_dir = Path(out_dir) if out_dir is not None else default_weights_dir()
-    work = out_dir / WORK_DIR
-    config = config or RegressionTrainConfig()
-    patch_cfg = patch_cfg or PatchConfig()
-    window = window or SegmentationConfig()
-    ckpt_path, info = resume_point(resume, "regression")
-    if info is not None:
-        epochs = config.epochs
-        config = RegressionTrainConfig.from_dict(info["config"])
-        config.epochs = epochs
-        patch_cfg = PatchConfig(**info["preprocessing"]["patch"])
-        window = SegmentationConfig(**info["preprocessing"]["window"])
-    if config.epochs < 1 or config.batch_size < 2:
-        raise InputError("--epochs must be at least 1 and --batch-size at least 2.")
-    torch_device = resolve_device(device)
-    clock = Stopwatch()
+    run = start_run(out_dir, WORK_DIR, "regression", config or RegressionTrainConfig(), resume, device, 2)
+    config, work, torch_device, clock = run.config, run.work, run.device, run.clock
+    stored = run.preprocessing or {}
+    patch_cfg = PatchConfig(**stored["patch"]) if stored else (patch_cfg or PatchConfig())
+    window = SegmentationConfig(**stored["window"]) if stored else (window or SegmentationConfig())
 
-    cases = find_cases(data_dir, need_labels=True, need_bmd=True)
-    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
-    if not train_cases:
-        raise InputError(f"No training case in '{data_dir}' (all are marked val/test in case.json).")
+    _, train_cases, val_cases = ground_truth_split(data_dir, config.val_fraction, config.seed, need_bmd=True)
     log(f"regression training: {len(train_cases)} training and {len(val_cases)} validation cases; cutting patches")
     progress("training", 0.0, "cutting patches")
     cache = work / "cache"
@@ -183,13 +143,10 @@ def train_regression(
                 continue  # BatchNorm needs more than one sample
             x = torch.from_numpy(augment_patches(train.x01[idx], rng, config.augment)).to(torch_device)
             y = targets[idx].to(torch_device)
-            optimizer.zero_grad(set_to_none=True)
             out = model.forward_scaled(x)
-            loss = F.mse_loss(out, model.scale_target(y))
-            loss.backward()
-            optimizer.step()
+            (loss,) = optimizer_step(optimizer, [F.mse_loss(out, model.scale_target(y))])
             with torch.no_grad():
-                total_loss += loss.item() * len(idx)
+                total_loss += loss * len(idx)
                 total_abs += float((out * model.target_scale + model.target_offset - y).abs().sum())
             n_seen += len(idx)
             tick((b + len(idx)) / len(order))
@@ -204,42 +161,21 @@ def train_regression(
         validate=lambda m: validate(m, val, torch_device), describe=describe,
         run_info={"config": config.to_dict(), "preprocessing": {"patch": asdict(patch_cfg), "window": asdict(window)}},
     )
-    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
+    result = run_loop(model, optimizer, config, trainer, run.checkpoint, log, progress)
     # The loop left the selected epoch's state in the model.
-    selected_epoch, selected, metrics, use_best = result.selected_epoch, result.selected, result.last, result.used_best
-    meta = {
-        "kind": "regression",
-        "trained": True,
-        "architecture": {"name": "DenseNet121", "params": model.config()},
-        "preprocessing": {
-            "size_px": patch_cfg.size_px,
-            "spacing_mm": patch_cfg.spacing_mm,
-            "slice_step_mm": patch_cfg.slice_step_mm,
-            "window_level": window.window_level,
-            "window_width": window.window_width,
-            "patch": asdict(patch_cfg),
-            "input": "(N, 3, size_px, size_px) patches.extract_patch(...).x01: slices below/centre/above, "
-                     "fixed window to [0, 1] in 1/255 steps",
-        },
-        "target": {"unit": "mg/cm3", "offset": float(model.target_offset), "scale": float(model.target_scale),
-                   "note": "the module's forward returns mg/cm3; the network learns (bmd - offset) / scale"},
-        "training": {
-            "date": utc_now(),
-            "data": {
-                "folder": data_dir.name,
-                "cases_train": len(train_cases),
-                "cases_val": len(val_cases),
-                "patches_train": len(train),
-                "patches_val": len(val),
-                "patches_flagged_left_out": train.flagged + val.flagged,
-                "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
-            },
-            **run_summary(config, selected_epoch, "lowest validation MAE" if use_best else "last epoch",
-                          "MSE on (bmd - offset) / scale", selected, metrics, torch_device, clock.seconds()),
-        },
+    preprocessing = {
+        **{k: getattr(patch_cfg, k) for k in ("size_px", "spacing_mm", "slice_step_mm")},
+        **{k: getattr(window, k) for k in ("window_level", "window_width")},
+        "patch": asdict(patch_cfg),
+        "input": "(N, 3, size_px, size_px) patches.extract_patch(...).x01: slices below/centre/above, "
+                 "fixed window to [0, 1] in 1/255 steps",
     }
-    weights_path = save_model(model, out_dir / REGRESSION_FILE, meta)
-    log(f"regression weights written to {weights_path} (epoch {selected_epoch})")
-    progress("training", 1.0, "done")
-    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
-            "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}
+    training = training_record(
+        config, result, "lowest validation MAE", "MSE on (bmd - offset) / scale",
+        data_record(data_dir, train_cases, val_cases, patches_train=len(train), patches_val=len(val),
+                    patches_flagged_left_out=train.flagged + val.flagged),
+        torch_device, clock.seconds())
+    target = {"unit": "mg/cm3", "offset": float(model.target_offset), "scale": float(model.target_scale),
+              "note": "the module's forward returns mg/cm3; the network learns (bmd - offset) / scale"}
+    meta = trained_meta("regression", preprocessing, training, target=target)
+    return write_weights(model, run.out_dir / REGRESSION_FILE, meta, result, work, "regression", log, progress)

@@ -13,8 +13,7 @@ targets. The final weights are the best validation epoch's (or the last epoch's 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,54 +25,34 @@ from ..errors import InputError
 from ..networks import DEFAULT_WIDTHS, R2UNet, count_parameters
 from ..progress import ProgressCallback, silent
 from .augment import SegAugmentConfig, augment_segmentation, label_row_extents
-from .common import LOG_CSV, LogFn, Stopwatch, run_summary, seed_everything, stderr_log, utc_now
-from .loop import Trainer, resume_point, run_loop
-from .dataset import SegmentationSamples, cases_fingerprint, find_cases, load_segmentation_samples, split_cases
+from .common import LogFn, seed_everything, stderr_log
+from .loop import (
+    LoopConfig, Trainer, optimizer_step, run_loop, start_run, trained_meta, training_record, write_weights,
+)
+from .dataset import SegmentationSamples, data_record, ground_truth_split, load_segmentation_samples
 
 NUM_CLASSES = 5  # background + L1..L4: the classes the metrics are about
 # With anchors the network also segments L5, the sacrum and T12 (config.ANCHOR_CLASSES),
 # so the pipeline can check the level names against them.
 NUM_CLASSES_WITH_ANCHORS = 1 + len(VERTEBRA_NAMES) + len(ANCHOR_CLASSES)
 WORK_DIR = "training_segmentation"
+SAGITTAL_INPUT = "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)"
 
 
 @dataclass
-class SegmentationTrainConfig:
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
+class SegmentationTrainConfig(LoopConfig):
     widths: Tuple[int, ...] = DEFAULT_WIDTHS
     t: int = 2
     val_fraction: float = 0.2
-    # The paper saved a checkpoint every 20 epochs.
-    checkpoint_every: int = 20
     # Training tiles per epoch; None: one per training slice (at least 4 batches).
     samples_per_epoch: Optional[int] = None
     tile_size: int = 192
     # Central slab slices per validation case (fused as the pipeline fuses the slab).
     val_slices: int = 3
     dice_weight: float = 1.0
-    select: str = "best"  # or "last"
     # Train the anchor classes too when every case has a levels map.
     anchors: bool = True
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict) -> "SegmentationTrainConfig":
-        names = {f.name for f in fields(SegmentationTrainConfig)}
-        kw = {k: v for k, v in d.items() if k in names and k != "augment"}
-        if "widths" in kw:
-            kw["widths"] = tuple(kw["widths"])
-        aug_names = {f.name for f in fields(SegAugmentConfig)}
-        aug = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("augment", {}).items() if k in aug_names}
-        return SegmentationTrainConfig(augment=SegAugmentConfig(**aug), **kw)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0):
@@ -193,15 +172,9 @@ def _epoch_plan(samples: Sequence[SegmentationSamples], n: int, rng: np.random.G
 
 
 def train_segmentation(
-    data_dir,
-    out_dir=None,
-    config: Optional[SegmentationTrainConfig] = None,
-    seg_cfg: Optional[SegmentationConfig] = None,
-    canal_cfg: Optional[CanalConfig] = None,
-    device="auto",
-    resume=None,
-    log: LogFn = stderr_log,
-    progress: ProgressCallback = silent,
+    data_dir, out_dir=None, config: Optional[SegmentationTrainConfig] = None,
+    seg_cfg: Optional[SegmentationConfig] = None, canal_cfg: Optional[CanalConfig] = None, device="auto",
+    resume=None, log: LogFn = stderr_log, progress: ProgressCallback = silent,
 ) -> dict:
     """Train R2U-Net on a ground-truth folder; writes the weights, log and checkpoints.
 
@@ -209,30 +182,15 @@ def train_segmentation(
     With `resume` (a checkpoint file or its folder) the run's stored settings are used
     and only `config.epochs` (the new total) is taken from `config`.
     """
-    from ..weights import SEGMENTATION_FILE, default_weights_dir, resolve_device, save_model
+    from ..weights import SEGMENTATION_FILE
 
-    data_dir = Path(data_dir)
-    out_dir = Path(out_dir) if out_dir is not None else default_weights_dir()
-    work = out_dir / WORK_DIR
-    config = config or SegmentationTrainConfig()
-    seg_cfg = seg_cfg or SegmentationConfig()
-    canal_cfg = canal_cfg or CanalConfig()
-    ckpt_path, info = resume_point(resume, "segmentation")
-    if info is not None:
-        epochs = config.epochs
-        config = SegmentationTrainConfig.from_dict(info["config"])
-        config.epochs = epochs
-        seg_cfg = SegmentationConfig(**info["preprocessing"]["segmentation"])
-        canal_cfg = CanalConfig(**info["preprocessing"]["canal"])
-    if config.epochs < 1 or config.batch_size < 1:
-        raise InputError("--epochs and --batch-size must be at least 1.")
-    torch_device = resolve_device(device)
-    clock = Stopwatch()
+    run = start_run(out_dir, WORK_DIR, "segmentation", config or SegmentationTrainConfig(), resume, device, 1)
+    config, work, torch_device, clock = run.config, run.work, run.device, run.clock
+    stored = run.preprocessing or {}
+    seg_cfg = SegmentationConfig(**stored["segmentation"]) if stored else (seg_cfg or SegmentationConfig())
+    canal_cfg = CanalConfig(**stored["canal"]) if stored else (canal_cfg or CanalConfig())
 
-    cases = find_cases(data_dir, need_labels=True)
-    train_cases, val_cases = split_cases(cases, config.val_fraction, config.seed)
-    if not train_cases:
-        raise InputError(f"No training case in '{data_dir}' (all are marked val/test in case.json).")
+    cases, train_cases, val_cases = ground_truth_split(data_dir, config.val_fraction, config.seed)
     multiple = 2 ** (len(config.widths) - 1)
     tile = int(np.ceil(config.tile_size / multiple) * multiple)
     aug = config.augment
@@ -276,11 +234,7 @@ def train_segmentation(
                 ys.append(y)
             x = torch.from_numpy(np.stack(xs)[:, None]).to(torch_device)
             y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(torch_device)
-            optimizer.zero_grad(set_to_none=True)
-            loss, ce, dl = segmentation_loss(model(x), y, config.dice_weight)
-            loss.backward()
-            optimizer.step()
-            totals += (loss.item(), ce.item(), dl.item())
+            totals += optimizer_step(optimizer, segmentation_loss(model(x), y, config.dice_weight))
             n_batches += 1
             tick((b + len(chunk)) / len(plan))
         return dict(zip(("train_loss", "train_ce", "train_dice_loss"), totals / max(n_batches, 1)))
@@ -296,43 +250,16 @@ def train_segmentation(
         run_info={"config": config.to_dict(),
                   "preprocessing": {"segmentation": asdict(seg_cfg), "canal": asdict(canal_cfg)}},
     )
-    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
-
-    # The final weights: the loop left the selected epoch's state in the model.
-    selected_epoch, selected, metrics, use_best = result.selected_epoch, result.selected, result.last, result.used_best
-    meta = {
-        "kind": "segmentation",
-        "trained": True,
-        "architecture": {"name": "R2UNet", "params": model.config()},
-        "preprocessing": {
-            "window_level": seg_cfg.window_level,
-            "window_width": seg_cfg.window_width,
-            "spacing_mm": seg_cfg.spacing_mm,
-            "crop_size": seg_cfg.crop_size,
-            "pad_multiple": multiple,
-            "input": "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)",
-            "canal": asdict(canal_cfg),
-        },
-        "labels": {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)},
-                   **({str(v): k for k, v in ANCHOR_CLASSES.items()} if config.anchors else {})},
-        "output": f"logits (N, {num_classes}, H, W); softmax over the classes",
-        "training": {
-            "date": utc_now(),
-            "data": {
-                "folder": data_dir.name,
-                "cases_train": len(train_cases),
-                "cases_val": len(val_cases),
-                "slices_train": n_slices,
-                "case_ids_sha256": cases_fingerprint(train_cases + val_cases),
-                "slab_source": sources,
-            },
-            **run_summary(config, selected_epoch,
-                          "best validation score (mean of full-view and limited-view Dice)" if use_best else "last epoch",
-                          "softmax cross-entropy + soft Dice (L1..L4)", selected, metrics, torch_device, clock.seconds()),
-        },
-    }
-    weights_path = save_model(model, out_dir / SEGMENTATION_FILE, meta)
-    log(f"segmentation weights written to {weights_path} (epoch {selected_epoch})")
-    progress("training", 1.0, "done")
-    return {"weights": str(weights_path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
-            "metrics": meta["training"]["metrics"], "selected_epoch": selected_epoch, "meta": meta}
+    result = run_loop(model, optimizer, config, trainer, run.checkpoint, log, progress)
+    # The loop left the selected epoch's state in the model.
+    preprocessing = {**asdict(seg_cfg), "pad_multiple": multiple, "input": SAGITTAL_INPUT, "canal": asdict(canal_cfg)}
+    training = training_record(
+        config, result, "best validation score (mean of full-view and limited-view Dice)",
+        "softmax cross-entropy + soft Dice (L1..L4)",
+        data_record(data_dir, train_cases, val_cases, slices_train=n_slices, slab_source=sources),
+        torch_device, clock.seconds())
+    labels = {"0": "background", **{str(i + 1): n for i, n in enumerate(VERTEBRA_NAMES)},
+              **({str(v): k for k, v in ANCHOR_CLASSES.items()} if config.anchors else {})}
+    meta = trained_meta("segmentation", preprocessing, training, labels=labels,
+                        output=f"logits (N, {num_classes}, H, W); softmax over the classes")
+    return write_weights(model, run.out_dir / SEGMENTATION_FILE, meta, result, work, "segmentation", log, progress)
