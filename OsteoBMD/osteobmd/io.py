@@ -2,12 +2,15 @@
 
 Every image leaves this module reoriented to LPS (see docs/DESIGN.md), so later steps
 can rely on array axes (k, j, i) = (inferior->superior, anterior->posterior, right->left).
+The CT remembers the orientation it was stored in (InputGrid), so what the pipeline writes
+for the user (labels.nrrd, *_ijk indices) goes back onto the CT file's own grid.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,6 +24,17 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 # Air reads about -1000 HU and cortical bone several hundred HU; a CT in HU spans both.
 MIN_AIR_HU = -800.0
 MIN_BONE_HU = 300.0
+# A tight spine crop has no air: it is recognised by soft tissue and fat in HU instead.
+SOFT_TISSUE_HU = (-150.0, 150.0)
+MIN_SOFT_TISSUE_SHARE = 0.3
+FAT_HU = (-150.0, -30.0)
+MIN_FAT_SHARE = 0.005
+LOWEST_HU = -1100.0  # nothing in HU lies far below air
+MIN_DISTINCT_VALUES = 32  # fewer: a mask or label map, not a CT
+
+MODALITY_TAG = "0008|0060"
+# Set by read_ct on the LPS image: the orientation code the CT file was stored in.
+INPUT_ORIENTATION_KEY = "osteobmd_input_orientation"
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -34,7 +48,13 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     # Several series (e.g. a localiser and the axial CT): take the one with most slices.
     files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
     reader.SetFileNames(files)
-    return reader.Execute()
+    image = reader.Execute()
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    header.ReadImageInformation()
+    if header.HasMetaDataKey(MODALITY_TAG):  # the series reader keeps no tags; check_is_ct wants this one
+        image.SetMetaData(MODALITY_TAG, header.GetMetaData(MODALITY_TAG))
+    return image
 
 
 def _read_any(path: Path) -> sitk.Image:
@@ -58,8 +78,15 @@ def to_lps(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, "LPS")
 
 
+def orientation_code(image: sitk.Image) -> str:
+    """The three-letter DICOM orientation code of the image's axes ("LPS", "RAS", "PIR" ...)."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
 def read_ct(path: PathLike) -> sitk.Image:
-    """Read a CT in HU, check it is a 3D CT, and return it as float32 in LPS."""
+    """Read a CT in HU, check it is a 3D CT, and return it as float32 in LPS.
+
+    The returned image carries the file's orientation code (see input_grid)."""
     path = Path(path)
     image = _read_any(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -76,26 +103,60 @@ def read_ct(path: PathLike) -> sitk.Image:
             f"'{path.name}' has only {min(image.GetSize())} slices along one axis; OsteoBMD needs a "
             "3D CT that covers L1 to L4 (about 15 cm along the body)."
         )
+    header_says_ct = image.HasMetaDataKey(MODALITY_TAG) and image.GetMetaData(MODALITY_TAG).strip().upper() == "CT"
+    stored_in = orientation_code(image)
     image = to_lps(sitk.Cast(image, sitk.sitkFloat32))
-    check_is_ct(image, path.name)
+    check_is_ct(image, path.name, header_says_ct)
+    image.SetMetaData(INPUT_ORIENTATION_KEY, stored_in)
     return image
 
 
-def check_is_ct(image: sitk.Image, name: str = "the image") -> None:
-    """Refuse images that are not in Hounsfield units (MRI, PET, a mask, a scaled export)."""
+def check_is_ct(image: sitk.Image, name: str = "the image", header_says_ct: bool = False) -> None:
+    """Refuse images that are not in Hounsfield units (MRI, PET, a mask, a scaled export).
+
+    A CT is recognised by air and bone in view, or, for tight spine crops with no air, by
+    fat and soft tissue in HU with a bone tail; a DICOM header saying CT is believed."""
     array = sitk.GetArrayViewFromImage(image)
     # A coarse sample is enough to see the HU range and keeps this cheap on big volumes.
     step = max(1, int(round((array.size / 2e6) ** (1 / 3))))
-    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float32)
-    low, high = np.percentile(sample, [0.5, 99.9])
+    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float32).ravel()
     if not np.isfinite(sample).all():
         raise InputError(f"{name} contains NaN or infinite values; re-export the CT and try again.")
-    if low > MIN_AIR_HU or high < MIN_BONE_HU:
+    if header_says_ct:
+        return
+    low, high = np.percentile(sample, [0.5, 99.9])
+    if low <= MIN_AIR_HU and high >= MIN_BONE_HU:
+        return  # air and bone in view
+    distinct = np.unique(sample)
+    if len(distinct) < MIN_DISTINCT_VALUES and np.array_equal(distinct, np.round(distinct)):
         raise InputError(
-            f"{name} does not look like a CT in Hounsfield units (values span {low:.0f} to {high:.0f}; "
-            "a CT has air near -1000 and bone above 300). Load the original CT, not an MRI, "
-            "a mask or a rescaled export."
+            f"{name} holds only {len(distinct)} distinct whole values: it looks like a mask or label map, "
+            "not a CT. Load the CT itself (a label map of L1-L4 can be given with --mask)."
         )
+    if high >= MIN_BONE_HU and _looks_like_soft_tissue_in_hu(sample):
+        return  # a tight crop without air: fat, soft tissue and bone in HU
+    if sample.min() >= 0.0 and sample.max() <= 255.0:
+        kind = "a rescaled export (values 0..1)" if sample.max() <= 1.0 else "a rescaled 8-bit export (values 0..255)"
+        raise InputError(
+            f"{name} looks like {kind}, not a CT in Hounsfield units. Load the original CT "
+            "(the DICOM series or a NIfTI/NRRD saved in HU)."
+        )
+    raise InputError(
+        f"{name} does not look like a CT in Hounsfield units (values span {low:.0f} to {high:.0f}; "
+        "a CT has air near -1000 or fat below 0, soft tissue near 0 and bone above 300). Load the original "
+        "CT, not an MRI, a PET, a mask or a rescaled export."
+    )
+
+
+def _looks_like_soft_tissue_in_hu(sample: np.ndarray) -> bool:
+    """Fat (negative HU) and soft tissue (near 0) make up the body; MRI and PET have no negative fat."""
+    def share(band):
+        return float(np.mean((sample >= band[0]) & (sample <= band[1])))
+    return (
+        sample.min() >= LOWEST_HU
+        and share(SOFT_TISSUE_HU) >= MIN_SOFT_TISSUE_SHARE
+        and share(FAT_HU) >= MIN_FAT_SHARE
+    )
 
 
 def read_labelmap(path: PathLike, ct: sitk.Image) -> sitk.Image:

@@ -97,3 +97,80 @@ def test_labelmap_with_foreign_values_is_refused(tmp_path):
 def test_case_id_never_comes_from_dicom_tags():
     assert io.case_id_from_path("/data/subject-12.nii.gz") == "subject-12"
     assert io.case_id_from_path("/data/scan.nrrd") == "scan"
+
+
+SAMPLE_CT = Path(__file__).resolve().parents[2] / "samples" / "ct.nii.gz"
+
+
+def _write(array, path, like=None):
+    image = sitk.GetImageFromArray(array)
+    if like is not None:
+        image.CopyInformation(like)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_tight_spine_crop_without_air_is_a_ct(tmp_path):
+    """A crop of the sample's lumbar spine (bodies, canal, muscle, fat) with no air in view."""
+    ct = io.read_ct(SAMPLE_CT)
+    crop = sitk.Cast(ct[52:72, 56:76, 44:74], sitk.sitkInt16)  # 60 x 60 x 90 mm round the spine
+    values = sitk.GetArrayViewFromImage(crop)
+    assert values.min() > -300 and values.max() > 1000  # no air, bone in view: like the real crops
+    back = io.read_ct(_write(sitk.GetArrayFromImage(crop), tmp_path / "crop.nii.gz", crop))
+    assert back.GetSize() == crop.GetSize()
+
+
+def _body_like(seed=0):
+    """A body-shaped mix: soft tissue, some fat, a bone tail (as in HU)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(40, 60, (24, 24, 24)), -120, 1200) + 600 * (rng.random((24, 24, 24)) > 0.97)
+
+
+def test_mri_like_image_is_refused(tmp_path):
+    # Arbitrary positive units: background 0, tissue a few hundred, fat bright; no negative values.
+    mri = np.abs(_body_like()) * 2.0 + 10.0
+    with pytest.raises(InputError, match="does not look like a CT in Hounsfield units.*MRI"):
+        io.read_ct(_write(mri.astype(np.float32), tmp_path / "t1.nii.gz"))
+
+
+def test_mask_is_refused_as_a_mask(tmp_path):
+    mask = (np.arange(24 ** 3).reshape(24, 24, 24) % 5).astype(np.uint8)
+    with pytest.raises(InputError, match="mask or label map.*--mask"):
+        io.read_ct(_write(mask, tmp_path / "labels.nii.gz"))
+
+
+@pytest.mark.parametrize("top, kind", [(255.0, "0..255"), (1.0, "0..1")])
+def test_rescaled_exports_are_refused(tmp_path, top, kind):
+    hu = _body_like()
+    scaled = (hu - hu.min()) / (hu.max() - hu.min()) * top
+    with pytest.raises(InputError, match=f"rescaled.*{kind}.*original CT"):
+        io.read_ct(_write(scaled.astype(np.float32), tmp_path / "export.nii.gz"))
+
+
+def test_the_body_like_mix_in_hu_is_accepted(tmp_path):
+    """The same mix in HU passes: the refusals above are about units, not about the test image."""
+    assert io.read_ct(_write(_body_like().astype(np.float32), tmp_path / "hu.nii.gz")).GetSize() == (24, 24, 24)
+
+
+def test_a_dicom_header_saying_ct_is_believed(tmp_path):
+    hu = (_body_like() + 300).astype(np.int16)  # no fat and no air: by values alone not a CT
+    image = sitk.GetImageFromArray(hu)
+    with pytest.raises(InputError):
+        io.check_is_ct(image, "x")
+    io.check_is_ct(image, "x", header_says_ct=True)
+
+
+def test_dicom_series_modality_reaches_the_check(tmp_path):
+    """A series whose values alone would be refused reads because its slices say Modality CT."""
+    image = sitk.GetImageFromArray((_body_like() + 300).astype(np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        writer_image = image[:, :, k]
+        for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.3"), ("0020|000e", "1.2.3.4"),
+                           ("0020|0013", str(k + 1)), ("0020|0032", f"0\\0\\{k}"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0008|0018", f"1.2.3.4.{k + 1}")):
+            writer_image.SetMetaData(tag, value)
+        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.Execute(writer_image)
+    assert io.read_ct(tmp_path).GetSize() == (24, 24, 24)
