@@ -1,0 +1,128 @@
+"""bodies.find_bodies on constructed sagittal class maps: what a real network output does."""
+
+import numpy as np
+import pytest
+
+from osteobmd.bodies import find_bodies
+
+# A lumbar spine from the sacrum up (mm): body heights and the disc below each body.
+HEIGHTS = [27, 28, 28, 27, 26, 24]  # L5 ... T12
+DISCS = [10, 10, 9, 9, 8, 7]
+
+
+def spine_map(spacing=(1.0, 1.0), heights=HEIGHTS, discs=DISCS, drop=(), sacrum=True, depth_mm=40.0,
+              height_mm=320.0, tilt_sacrum=False):
+    """(class map, true body centres in mm from row 0). Bodies are rectangles on a column,
+    stacked from a sacrum whose top is at 60 mm."""
+    sz, sy = spacing
+    nz, ny = int(round(height_mm / sz)), int(round(120 / sy))
+    cm = np.zeros((nz, ny), np.uint8)
+    y0, y1 = int(round(30 / sy)), int(round((30 + depth_mm) / sy))
+    if sacrum:
+        top = int(round(60 / sz))
+        cm[: top + 1, y0:y1] = 2
+        if tilt_sacrum:
+            # S1's top rises towards the back by up to 20 mm (sacral slope).
+            for c in range(y0, y1):
+                rise = int(round(20 * (c - y0) / (y1 - y0) / sz))
+                cm[top + 1: top + 1 + rise, c] = 2
+    z = 60.0 + (20.0 if tilt_sacrum else 0.0)
+    centres = []
+    for i, (h, d) in enumerate(zip(heights, discs)):
+        z += d
+        r0, r1 = int(round(z / sz)), int(round((z + h) / sz))
+        if i not in drop:
+            cm[r0:r1, y0:y1] = 1
+            centres.append((r0 + r1 - 1) / 2 * sz)
+        z += h
+    return cm, centres
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7), (3.0, 1.0), (5.0, 0.8)])
+def test_normal_spine_gives_ordered_bodies_without_breaks(spacing):
+    cm, centres = spine_map(spacing)
+    f = find_bodies(cm, spacing)
+    assert len(f.bodies) == 6
+    assert f.sacrum is not None and not f.sacrum_break and f.breaks == []
+    got = [b.z_center_mm for b in f.bodies]
+    assert got == sorted(got)
+    np.testing.assert_allclose(got, centres, atol=spacing[0])
+    assert not any(b.cut for b in f.bodies)
+    assert 30 < f.typical_step_mm < 42
+
+
+def test_missed_body_breaks_the_chain_there():
+    cm, _ = spine_map(drop=(2,))  # L3 missed
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 5
+    assert f.breaks == [1]  # between the second body (L4) and the third (L2)
+    assert not f.connected(0, 2) and f.connected(2, 4) and f.connected(0, 1)
+
+
+def test_missed_lowest_body_breaks_the_link_to_the_sacrum():
+    cm, _ = spine_map(drop=(0,))
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 5 and f.sacrum_break and f.breaks == []
+
+
+def test_tilted_sacrum_keeps_l5_and_its_link():
+    cm, centres = spine_map(tilt_sacrum=True)
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 6 and not f.sacrum_break
+
+
+@pytest.mark.parametrize("bridge", ["thin", "oblique"])
+def test_bodies_bridged_across_a_disc_are_split(bridge):
+    cm, centres = spine_map()
+    # Bridge the disc between the second and third bodies (rows 107..115).
+    lo, hi = int(centres[1] + 14), int(centres[2] - 13)
+    if bridge == "thin":
+        cm[lo - 1:hi + 2, 50:53] = 1
+    else:
+        for r in range(lo - 1, hi + 2):
+            c = 35 + 3 * (r - lo)
+            cm[r, c:c + 4] = 1
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 6, f.notes
+    np.testing.assert_allclose([b.z_center_mm for b in f.bodies], centres, atol=3.0)
+    assert f.breaks == []
+
+
+def test_two_bodies_merged_without_any_disc_are_split_in_two():
+    cm, centres = spine_map()
+    lo, hi = int(centres[1] + 14), int(centres[2] - 13)
+    cm[lo - 1:hi + 2, 30:70] = 1
+    cm[lo + 2: hi - 1, 30:40] = 0  # a slight waist at the disc
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 6 and f.breaks == []
+
+
+def test_fragments_of_one_body_are_joined_and_specks_dropped():
+    cm, centres = spine_map()
+    c = int(centres[3])
+    cm[c - 1:c + 1, :] = np.where(cm[c - 1:c + 1, :] == 1, 0, cm[c - 1:c + 1, :])  # a crack through L2
+    cm[200:203, 100:103] = 1  # a speck behind the spine
+    cm[int(centres[4]) - 5:int(centres[4]) + 5, 71:75] = 1  # a piece beside L1 (overlapping it in z)
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 6
+    np.testing.assert_allclose([b.z_center_mm for b in f.bodies], centres, atol=2.0)
+    assert f.breaks == []
+
+
+def test_body_cut_by_the_image_edge_is_kept_and_marked():
+    cm, centres = spine_map()
+    top = int(centres[-1])  # cut through the middle of the highest body
+    f = find_bodies(cm[:top], (1.0, 1.0))
+    assert len(f.bodies) == 6 and f.bodies[-1].cut and not f.bodies[0].cut
+    g = find_bodies(cm[int(centres[0]):], (1.0, 1.0))  # the bottom cut through L5, no sacrum
+    assert g.sacrum is None and g.bodies[0].cut and len(g.bodies) == 6
+
+
+def test_no_sacrum_and_empty_maps():
+    cm, _ = spine_map(sacrum=False)
+    f = find_bodies(cm, (1.0, 1.0))
+    assert f.sacrum is None and len(f.bodies) == 6 and not f.sacrum_break
+    empty = find_bodies(np.zeros((100, 80), np.uint8), (1.0, 1.0))
+    assert empty.bodies == [] and empty.sacrum is None
+    with pytest.raises(ValueError):
+        find_bodies(np.zeros((4, 4, 4)), (1.0, 1.0))
