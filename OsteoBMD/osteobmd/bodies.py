@@ -41,9 +41,10 @@ SPECK_AREA_FRACTION = 0.2
 MIN_AREA_MM2 = 30.0
 # A piece taller than this many reference heights holds more than one body.
 MERGED_HEIGHT_FACTOR = 1.5
-# A gap between the sacrum and the lowest body wider than this many typical steps has
-# room for a missed body.
-SACRUM_GAP_FACTOR = 0.6
+# A gap between the sacrum and the lowest body wider than this share of that body's height
+# has room for a missed body (it would hold a body and two discs; one disc is about a third
+# to a half of a body's height).
+SACRUM_GAP_FACTOR = 0.8
 # Pieces overlapping in z by more than this share of the shorter one belong to one body.
 SAME_BODY_Z_OVERLAP = 0.5
 # Two pieces shorter than this share of the reference height may be halves of one body.
@@ -214,8 +215,14 @@ def _join_fragments(pieces: List[np.ndarray], sz: float, ref_h: float) -> Tuple[
 
 
 def _find_sacrum(class_map: np.ndarray, spacing_zy) -> Optional[Sacrum]:
+    """The largest sacrum piece that lies below the middle of the bodies (a body mistaken
+    for sacrum higher up is not the sacrum)."""
     sz, sy = spacing_zy
     parts = _pieces(class_map == SACRUM_CLASS)
+    body_rows = np.nonzero(class_map == BODY_CLASS)[0]
+    if body_rows.size:
+        middle = float(np.median(body_rows))
+        parts = [p for p in parts if np.nonzero(p)[0].mean() < middle]
     if not parts:
         return None
     best = max(parts, key=lambda p: int(p.sum()))
@@ -264,14 +271,27 @@ def _make_body(m: np.ndarray, spacing_zy, n_rows: int) -> Body:
     )
 
 
-def _typical_step(bodies: List[Body], ref_h: float) -> float:
-    """The centre-to-centre step of neighbouring bodies. The median of the observed steps
-    can be inflated by a missed body, so it is capped by what the body heights allow."""
-    from_heights = ref_h / HEIGHT_TO_STEP
-    steps = np.diff([b.z_center_mm for b in bodies if not b.cut]) if len(bodies) > 2 else np.array([])
-    if steps.size >= 2:
-        return float(min(np.median(steps), 1.25 * from_heights))
-    return float(from_heights)
+def _height_step(bodies: List[Body], ref_h: float) -> float:
+    """The step that the bodies' heights imply (uncut bodies only; else the reference)."""
+    heights = [b.height_mm for b in bodies if not b.cut]
+    h = float(np.clip(np.mean(heights), MIN_BODY_HEIGHT_MM, MAX_BODY_HEIGHT_MM)) if heights else ref_h
+    return h / HEIGHT_TO_STEP
+
+
+def _local_steps(bodies: List[Body], ref_h: float) -> List[float]:
+    """For each gap i (between bodies i and i + 1), the step expected there. Steps grow from
+    about 25 mm in the low thoracic spine to about 38 mm in the lumbar spine, so the
+    expectation is local: the median of up to two neighbouring steps on each side, capped
+    by what the two bodies' heights allow (a neighbouring missed body must not inflate it)."""
+    centres = [b.z_center_mm for b in bodies]
+    steps = np.diff(centres)
+    out = []
+    for i in range(len(steps)):
+        from_heights = _height_step(bodies[i:i + 2], ref_h)
+        near = [steps[j] for j in (i - 2, i - 1, i + 1, i + 2)
+                if 0 <= j < len(steps) and not (bodies[j].cut or bodies[j + 1].cut)]
+        out.append(float(min(np.median(near), 1.25 * from_heights)) if len(near) >= 2 else from_heights)
+    return out
 
 
 def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> SpineFinding:
@@ -314,15 +334,17 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
             bodies = [b for b in bodies if not any(b is x for x in below)]
     bodies.sort(key=lambda b: b.z_center_mm)
     ref_h = _reference_height([b.mask for b in bodies if not b.cut] or [b.mask for b in bodies], sz)
-    step = _typical_step(bodies, ref_h)
-
-    breaks = [i for i in range(len(bodies) - 1)
-              if bodies[i + 1].z_center_mm - bodies[i].z_center_mm > BREAK_STEP_FACTOR * step]
+    expected = _local_steps(bodies, ref_h)
+    breaks = [i for i, e in enumerate(expected)
+              if bodies[i + 1].z_center_mm - bodies[i].z_center_mm > BREAK_STEP_FACTOR * e]
+    kept = [e for i, e in enumerate(expected) if i not in breaks]
+    step = float(np.median(kept)) if kept else _height_step(bodies, ref_h)
     sacrum_break = False
     if sacrum is not None and bodies:
-        # Between S1 and the body above it lies one disc (step minus a body height, about
-        # 0.25 steps); a missed body makes it more than a body and two discs.
-        sacrum_break = _gap_above_sacrum_mm(bodies[0].mask, sacrum, sz) > SACRUM_GAP_FACTOR * step
+        # Between S1 and the body above it lies one disc; a missed body makes the gap more
+        # than a body and two discs.
+        low_h = bodies[0].height_mm if not bodies[0].cut else ref_h
+        sacrum_break = _gap_above_sacrum_mm(bodies[0].mask, sacrum, sz) > SACRUM_GAP_FACTOR * low_h
     return SpineFinding(
         bodies=bodies, sacrum=sacrum, spacing_zy=(sz, sy), shape=tuple(class_map.shape),
         typical_step_mm=step, breaks=breaks, sacrum_break=sacrum_break, notes=notes,

@@ -102,8 +102,10 @@ def _from_ribs(finding: SpineFinding, ribs: Optional[RibEvidence]) -> tuple:
     if not with_rib:
         return names, "no rib was seen beside any body in view"
     t12 = with_rib[0]
-    if t12 == 0 or not finding.connected(t12 - 1, t12):
+    if t12 == 0:
         return names, "the lowest body in view already bears ribs, so the last rib-bearing vertebra cannot be told"
+    if not finding.connected(t12 - 1, t12):
+        return names, "a body seems to be missing just below the lowest rib-bearing one"
     if verdicts[t12 - 1] != NO_RIB:
         return names, ("the body below the lowest rib-bearing one cannot be judged "
                        f"({ribs.bodies[t12 - 1].reason})")

@@ -147,16 +147,19 @@ def _graph(coords_kji: np.ndarray, shape, spacing_kji) -> coo_matrix:
     return coo_matrix((w, (rows, cols)), shape=(n, n)).tocsr()
 
 
-def _level_ranges(finding: SpineFinding, sz: float) -> List[Tuple[float, float]]:
+def _level_ranges(finding: SpineFinding) -> List[Tuple[float, float]]:
     """Each body's vertebral level along z (mm from row 0): from half-way to the body below
-    to half-way to the body above (a rib head may sit at the disc)."""
+    to half-way to the body above (a rib head may sit at the disc). At a chain end or a
+    break (a missed body) only half a disc beyond the body: the missed body's ribs must not
+    be lent to its neighbours."""
     bodies = finding.bodies
-    out = []
     half_disc = 0.15 * finding.typical_step_mm
+    out = []
     for i, b in enumerate(bodies):
-        lo = b.z_range_mm[0] - half_disc if i == 0 else 0.5 * (bodies[i - 1].z_range_mm[1] + b.z_range_mm[0])
-        hi = (b.z_range_mm[1] + half_disc if i == len(bodies) - 1
-              else 0.5 * (b.z_range_mm[1] + bodies[i + 1].z_range_mm[0]))
+        has_below = i > 0 and finding.connected(i - 1, i)
+        has_above = i < len(bodies) - 1 and finding.connected(i, i + 1)
+        lo = 0.5 * (bodies[i - 1].z_range_mm[1] + b.z_range_mm[0]) if has_below else b.z_range_mm[0] - half_disc
+        hi = 0.5 * (b.z_range_mm[1] + bodies[i + 1].z_range_mm[0]) if has_above else b.z_range_mm[1] + half_disc
         out.append((lo, hi))
     return out
 
@@ -255,7 +258,7 @@ def detect_ribs(ct: sitk.Image, finding: SpineFinding, canal: CanalResult) -> Ri
     ox, oy, oz = work.GetOrigin()
     hu = sitk.GetArrayViewFromImage(work)
     nk, nj, ni = hu.shape
-    ranges = _level_ranges(finding, sz)
+    ranges = _level_ranges(finding)
     z_lo = max(0, int(np.floor((min(r[0] for r in ranges) - BELOW_MM) / sz)))
     z_hi = min(nk, int(np.ceil((max(r[1] for r in ranges) + ABOVE_MM) / sz)) + 1)
     sub_shape = (z_hi - z_lo, nj, ni)

@@ -63,12 +63,16 @@ def totalsegmentator_spine() -> RealSpine:
     return _totalsegmentator_spine()
 
 
+def pancreas_spine() -> RealSpine:
+    _need(PANCREAS / "ct.nii.gz")
+    return _pancreas_spine()
+
+
 @lru_cache(maxsize=1)
 def _totalsegmentator_spine() -> RealSpine:
     from osteobmd.canal import detect_canal
     from osteobmd.io import read_ct, to_lps
 
-    _need(TS / "ct.nii.gz")
     ct = read_ct(TS / "ct.nii.gz")
     bodies = sitk.GetArrayFromImage(to_lps(sitk.ReadImage(str(TS / "vertebral_bodies.nii.gz"))))
     full = sitk.GetArrayFromImage(to_lps(sitk.ReadImage(str(TS / "totalsegmentator_all_structures.nii.gz"))))
@@ -89,17 +93,11 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
 
 
-def pancreas_spine() -> RealSpine:
-    _need(PANCREAS / "ct.nii.gz")
-    return _pancreas_spine()
-
-
 @lru_cache(maxsize=1)
 def _pancreas_spine() -> RealSpine:
     from osteobmd.canal import detect_canal
     from osteobmd.io import read_ct
 
-    _need(PANCREAS / "ct.nii.gz")
     ct = read_ct(PANCREAS / "ct.nii.gz")
     levels = json.loads((PANCREAS / "levels.json").read_text())["bodies_z_mm"]
     canal = detect_canal(ct)

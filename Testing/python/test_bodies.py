@@ -126,3 +126,20 @@ def test_no_sacrum_and_empty_maps():
     assert empty.bodies == [] and empty.sacrum is None
     with pytest.raises(ValueError):
         find_bodies(np.zeros((4, 4, 4)), (1.0, 1.0))
+
+
+def test_a_sacrum_label_high_up_the_spine_is_not_the_sacrum():
+    cm, _ = spine_map(sacrum=False)
+    cm[280:300, 30:70] = 2  # a thoracic body mistaken for sacrum, above the bodies
+    f = find_bodies(cm, (1.0, 1.0))
+    assert f.sacrum is None and len(f.bodies) == 6
+
+
+def test_steps_are_judged_locally_along_a_thoracolumbar_spine():
+    # Five lumbar bodies (step 37 mm) under seven thoracic ones (step 25 mm).
+    heights, discs = [27] * 5 + [20] * 7, [10] * 5 + [5] * 7
+    cm, centres = spine_map(heights=heights, discs=discs, height_mm=500)
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 12 and f.breaks == [] and not f.sacrum_break
+    cm, _ = spine_map(heights=heights, discs=discs, height_mm=500, drop=(8,))  # a thoracic body missed
+    assert find_bodies(cm, (1.0, 1.0)).breaks == [7]

@@ -168,3 +168,30 @@ def test_real_ct_crops_never_carry_a_wrong_name(case_name, where, mm):
         assert all(g == w for g, w in zip(naming.names, truth) if w is not None)
     if not naming.valid:
         assert naming.anchor is None and all(n is None for n in naming.names)
+
+
+def _without(case, level):
+    """The case as if the network had missed one reference body."""
+    from dataclasses import replace
+
+    class_map = case.class_map.copy()
+    class_map[case.truth[level]] = 0
+    return replace(case, class_map=class_map)
+
+
+def test_real_ct_missed_body_is_never_counted_across():
+    case = _without(_real("pancreas"), "L3")
+    finding, ribs, naming = _name_real(case)
+    truth = case.true_names(finding)
+    assert naming.anchor == "sacrum|ribs"
+    assert [(n, t) for n, t in zip(naming.names, truth) if t] == [
+        ("L5", "L5"), ("L4", "L4"), ("L2", "L2"), ("L1", "L1"), ("T12", "T12")]
+
+
+def test_real_ct_missed_t12_without_sacrum_names_nothing():
+    case = _without(_crop(_real("pancreas"), "bottom", 60), "T12")
+    finding, ribs, naming = _name_real(case)
+    truth = case.true_names(finding)
+    # The missed T12's ribs are not lent to L1 (which would make it "T12").
+    assert ribs.bodies[truth.index("L1")].verdict == NO_RIB
+    assert not naming.valid and naming.anchor is None, naming.message
