@@ -5,8 +5,10 @@ A rib articulates with its vertebra at the body and the transverse process and i
 lumbar transverse process is fused to the vertebra and short. Yun et al. (Korean J Radiol
 2018) call a vertebra thoracic when it bears ribs of 38 mm or longer. Here:
 
-1. Bone is HU > RIB_BONE_HU on a working copy of the CT (in-plane spacing at least
-   WORKING_SPACING_MM, so 0.7 mm and 5 mm scans cost and behave alike). The threshold
+1. Bone is HU above a threshold on a working copy of the CT (spacing at least
+   WORKING_SPACING_MM on every axis, so 0.7 mm and 5 mm scans cost and behave alike).
+   Two thresholds (RIB_BONE_HU): the low one keeps thin native ribs whole, the high one
+   keeps ribs apart from organs bright with contrast; a rib seen at either counts. The threshold
    stays above the aorta with contrast (about 200-350 HU; its mean, not its rim).
 2. The vertebra itself is cut away: everything closer than SPINE_HALF_WIDTH_MM to the
    canal centre, left or right, on each slice. What leaves that column on each side at a
@@ -17,8 +19,11 @@ lumbar transverse process is fused to the vertebra and short. Yun et al. (Korean
    not lend each other length. A root's arm length is its farthest voxel's distance plus
    the part hidden in the cut-away column (from the rib head, HEAD_FROM_CANAL_MM beside
    the canal centre, to the cut).
-4. An arm of RIB_MIN_LENGTH_MM or more that runs outward (not a vertical tube), and is thin
-   (not a plate such as the ilium), is a rib. Shorter is "no rib", unless the view ends
+4. An arm is measured only as far as it stays a tube: the bone met per mm of geodesic
+   distance (the arm's cross-section) must stay below MAX_RIB_SECTION_MM2. Where a rib
+   touches a kidney or the liver bright with contrast, or where a process meets the ilium,
+   the arm stops being a tube. An arm that is a tube for RIB_MIN_LENGTH_MM or more and runs
+   outward (not along the spine, as the aorta does) is a rib. Shorter is "no rib", unless the view ends
    before a rib could have reached that length: then it is "cannot tell".
 """
 
@@ -40,8 +45,19 @@ RIB = "rib"
 NO_RIB = "no rib"
 CANNOT_TELL = "cannot tell"
 
-RIB_BONE_HU = 200.0
-WORKING_SPACING_MM = 1.5
+# Cortical bone; organs and vessels bright with contrast stay below it (except the
+# collecting system in an excretory phase, which then reads as bone: "cannot tell").
+CORTEX_HU = 400.0
+# An arm that widens into something of which more than this share is cortex runs into a
+# bony plate (the ilium or the sacral ala), not an organ.
+MERGED_BONE_SHARE = 0.2
+# Bone thresholds, low then high. The low one keeps thin ribs of native thick-slice scans
+# in one piece; with contrast, a kidney or the liver may pass it and merge with a rib, which
+# the high one (above contrast-enhanced organs and the aorta's mean) separates. The high
+# threshold may only add a rib, never rule one out (thin ribs fall apart at it).
+RIB_BONE_HU = (200.0, 300.0)
+# Ribs are 6-12 mm thick: 2 mm voxels still hold them, and thin-slice scans cost no more.
+WORKING_SPACING_MM = 2.0
 # Half-width of the column cut away around the canal centre: the vertebral body, pedicles
 # and articular processes of T11-L5 lie inside it; ribs and transverse processes leave it.
 SPINE_HALF_WIDTH_MM = 25.0
@@ -55,9 +71,11 @@ RIB_MIN_LENGTH_MM = 38.0
 # A rib runs outward: its lateral reach beyond the cut is at least this share of its length
 # (the aorta, the IVC with contrast, or bridging osteophytes run along z instead).
 MIN_LATERAL_SHARE = 0.35
-# A rib is a thin tube: bone volume per mm of length (mm^2) stays below this (the ilium,
-# a plate, does not).
-MAX_RIB_SECTION_MM2 = 250.0
+# A rib is a thin tube (about 8 x 12 mm, blurred): the bone met per mm along the arms of
+# one level (a rib and a transverse process side by side) stays below this cross-section
+# (mm^2); a plate, an organ or a vessel does not.
+MAX_RIB_SECTION_MM2 = 400.0
+SECTION_BIN_MM = 3.0
 # Ribs run down from their head: look this far below and above a body for its arms.
 BELOW_MM = 110.0
 ABOVE_MM = 30.0
@@ -71,6 +89,7 @@ class SideEvidence:
     # LPS mm of the arm's root and far end (for drawing), when an arm was found.
     root_lps: Optional[Tuple[float, float, float]] = None
     tip_lps: Optional[Tuple[float, float, float]] = None
+    bony_plate: bool = False  # the arm merges into a bony plate (pelvis): no threshold can tell
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict,
@@ -105,8 +124,7 @@ class RibEvidence:
 
 
 def _working_image(ct: sitk.Image) -> sitk.Image:
-    sx, sy, sz = ct.GetSpacing()
-    spacing = (max(sx, WORKING_SPACING_MM), max(sy, WORKING_SPACING_MM), sz)
+    spacing = tuple(max(s, WORKING_SPACING_MM) for s in ct.GetSpacing())
     if np.allclose(spacing, ct.GetSpacing()):
         return ct
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(ct.GetSize(), ct.GetSpacing(), spacing)]
@@ -164,14 +182,14 @@ def _level_ranges(finding: SpineFinding) -> List[Tuple[float, float]]:
     return out
 
 
-def _side_arms(coords, lateral, y_rel, z_mm, level_ranges, y_front, shape, spacing_kji, side: int):
+def _side_arms(coords, values, lateral, y_rel, z_mm, level_ranges, y_front, shape, spacing_kji, side: int):
     """Arms of every body on one side (+1 left, -1 right in LPS). `coords` are the bone
     voxels (k, j, i), `lateral`, `y_rel` their offsets from the canal centre (mm), `z_mm`
     their height. Per body, a dict of its arm's features, or None when no bone leaves the
     column at that level."""
     outward = side * lateral
     keep = outward >= SPINE_HALF_WIDTH_MM
-    coords, outward, y_rel, z_mm = coords[keep], outward[keep], y_rel[keep], z_mm[keep]
+    coords, values, outward, y_rel, z_mm = coords[keep], values[keep], outward[keep], y_rel[keep], z_mm[keep]
     result = [None] * len(level_ranges)
     if len(coords) == 0:
         return result
@@ -193,12 +211,22 @@ def _side_arms(coords, lateral, y_rel, z_mm, level_ranges, y_front, shape, spaci
         mine = np.flatnonzero(root_of == b)
         if mine.size == 0:
             continue
-        far = mine[np.argmax(dist[mine])]
-        geodesic = float(dist[far])
+        d = dist[mine]
+        # Cross-section along the arm: bone volume per mm of distance, in bins of SECTION_BIN_MM.
+        bins = (d // SECTION_BIN_MM).astype(int)
+        section = np.bincount(bins) * voxel_mm3 / SECTION_BIN_MM
+        # The root band itself (distance 0) holds every process of the level: skip bin 0.
+        wide = np.flatnonzero(section[1:] > MAX_RIB_SECTION_MM2) + 1
+        tube_end = float(wide[0] * SECTION_BIN_MM) if wide.size else float(d.max())
+        tube = mine[d <= tube_end]
+        far = tube[np.argmax(dist[tube])]
         result[b] = dict(
-            length=geodesic + (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM),
-            lateral=float(outward[mine].max() - SPINE_HALF_WIDTH_MM),
-            section=mine.size * voxel_mm3 / max(geodesic, 1.0),
+            length=float(dist[far]) + (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM),
+            reach=float(d.max()) + (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM),
+            stops_being_a_tube=bool(wide.size),
+            # What the arm merges into: bone (cortex > CORTEX_HU) or an organ bright with contrast.
+            merged_bone_share=float(np.mean(values[mine[d > tube_end]] > CORTEX_HU)) if wide.size else 0.0,
+            lateral=float(outward[tube].max() - SPINE_HALF_WIDTH_MM),
             voxels=coords[mine], root=coords[source[far]], tip=coords[far],
         )
     return result
@@ -212,13 +240,16 @@ def _side_verdict(arm, room_mm: float, cut_in_z: bool, shape, bottom_is_edge: bo
                             or np.any(v[:, 2] == shape[2] - 1)
                             or (bottom_is_edge and np.any(v[:, 0] == 0))
                             or (top_is_edge and np.any(v[:, 0] == shape[0] - 1)))
+    if arm is not None and arm["stops_being_a_tube"] and arm["merged_bone_share"] > MERGED_BONE_SHARE:
+        return SideEvidence(CANNOT_TELL, arm["length"], "the bone beside it merges into a bony plate (the pelvis)",
+                            bony_plate=True)
     if arm is not None and arm["length"] >= RIB_MIN_LENGTH_MM:
-        if arm["section"] > MAX_RIB_SECTION_MM2:
-            return SideEvidence(CANNOT_TELL, arm["length"],
-                                "the bone beside it is a broad plate (pelvis or a merged structure), not a rib")
         if arm["lateral"] < MIN_LATERAL_SHARE * (arm["length"] - (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM)):
             return SideEvidence(CANNOT_TELL, arm["length"], "the long bone beside it runs along the spine, not outward")
         return SideEvidence(RIB, arm["length"], f"a rib of {arm['length']:.0f} mm")
+    if arm is not None and arm["stops_being_a_tube"] and arm["reach"] >= RIB_MIN_LENGTH_MM:
+        return SideEvidence(CANNOT_TELL, arm["length"],
+                            "the bone beside it merges into a broad structure (pelvis, or an organ bright with contrast)")
     length = None if arm is None else arm["length"]
     if room_mm < RIB_MIN_LENGTH_MM + 10.0:
         return SideEvidence(CANNOT_TELL, length, "the view does not reach far enough to the side to see a rib")
@@ -263,19 +294,21 @@ def detect_ribs(ct: sitk.Image, finding: SpineFinding, canal: CanalResult) -> Ri
     z_hi = min(nk, int(np.ceil((max(r[1] for r in ranges) + ABOVE_MM) / sz)) + 1)
     sub_shape = (z_hi - z_lo, nj, ni)
     centres = _canal_centres(canal, nk, oz, sz)
-    coords = np.argwhere(np.asarray(hu[z_lo:z_hi]) > RIB_BONE_HU)
-    k_ct = coords[:, 0] + z_lo
-    lateral = ox + coords[:, 2] * sx - centres[k_ct, 0]
-    y_rel = oy + coords[:, 1] * sy - centres[k_ct, 1]
-    z_mm = k_ct * sz
     # Each body's centre relative to the canal centre (negative: in front of it).
     y_front = []
     for b in finding.bodies:
         k_c = int(np.clip(round(b.z_center_mm / sz), 0, nk - 1))
         y_front.append(ct.GetOrigin()[1] + b.y_center_mm - centres[k_c, 1])
-    spacing_kji = (sz, sy, sx)
-    arms = {s: _side_arms(coords, lateral, y_rel, z_mm, ranges, y_front, sub_shape, spacing_kji, s)
-            for s in (-1, 1)}
+    arms = {}  # (threshold index, side) -> per body arm
+    for t, threshold in enumerate(RIB_BONE_HU):
+        sub = np.asarray(hu[z_lo:z_hi])
+        coords = np.argwhere(sub > threshold)
+        values = sub[tuple(coords.T)]
+        k_ct = coords[:, 0] + z_lo
+        lateral = ox + coords[:, 2] * sx - centres[k_ct, 0]
+        y_rel = oy + coords[:, 1] * sy - centres[k_ct, 1]
+        for s in (-1, 1):
+            arms[t, s] = _side_arms(coords, values, lateral, y_rel, k_ct * sz, ranges, y_front, sub_shape, (sz, sy, sx), s)
     x_first, x_last = ox, ox + (ni - 1) * sx
     out = RibEvidence([])
     for b_i, body in enumerate(finding.bodies):
@@ -287,12 +320,20 @@ def detect_ribs(ct: sitk.Image, finding: SpineFinding, canal: CanalResult) -> Ri
         cut_in_z = body.cut or lo < 0 or hi > nk * sz
         sides = {}
         for s in (-1, 1):
-            arm = arms[s][b_i]
-            ev = _side_verdict(arm, room[s], cut_in_z, sub_shape, z_lo == 0, z_hi == nk)
-            if arm is not None:
-                ev.root_lps = _to_lps(arm["root"], work, z_lo)
-                ev.tip_lps = _to_lps(arm["tip"], work, z_lo)
-            sides[s] = ev
+            evidence = []
+            for t in range(len(RIB_BONE_HU)):
+                arm = arms[t, s][b_i]
+                ev = _side_verdict(arm, room[s], cut_in_z, sub_shape, z_lo == 0, z_hi == nk)
+                if arm is not None:
+                    ev.root_lps = _to_lps(arm["root"], work, z_lo)
+                    ev.tip_lps = _to_lps(arm["tip"], work, z_lo)
+                evidence.append(ev)
+            # A rib at either threshold counts, unless the arm runs into the pelvis;
+            # "no rib" only from the low threshold.
+            if evidence[0].bony_plate:
+                sides[s] = evidence[0]
+            else:
+                sides[s] = next((ev for ev in evidence if ev.verdict == RIB), evidence[0])
         verdict, reason = _combine(sides[-1], sides[1])
         out.bodies.append(BodyRibs(verdict=verdict, right=sides[-1], left=sides[1], reason=reason))
     return out

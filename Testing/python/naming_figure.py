@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from osteobmd.canal import detect_canal  # noqa: E402
 from osteobmd.ribs import CANNOT_TELL, NO_RIB, RIB  # noqa: E402
 
 COLOURS = {RIB: "lime", NO_RIB: "red", CANNOT_TELL: "orange"}
@@ -25,7 +24,7 @@ def save_naming_figure(case, finding, ribs, naming, path) -> Path:
     ox, _, oz = ct.GetOrigin()
     fig, (ax_sag, ax_cor) = plt.subplots(1, 2, figsize=(15, 8), gridspec_kw={"width_ratios": [1, 1.6]})
 
-    slab = detect_canal(ct).slab_indices
+    slab = case.canal.slab_indices
     sag = np.asarray(hu[:, :, slab]).mean(axis=2)
     ax_sag.imshow(sag, cmap="gray", vmin=-200, vmax=900, origin="lower", aspect=sz / sy)
     ax_sag.contour(case.class_map == 2, [0.5], colors="cyan", linewidths=0.8)

@@ -34,15 +34,22 @@ class RealSpine:
     ct: sitk.Image
     class_map: np.ndarray  # [k, j] on the CT's sagittal grid
     truth: Dict[str, np.ndarray]  # level -> its body's pixels on the class map
+    canal: object  # osteobmd.canal.CanalResult of this CT
 
     @property
     def spacing_zy(self):
         return (self.ct.GetSpacing()[2], self.ct.GetSpacing()[1])
 
     def crop_rows(self, first: int, stop: int) -> "RealSpine":
-        """The same case with only slices first..stop-1 (CT and maps cropped alike)."""
+        """The same case with only slices first..stop-1 (CT and maps cropped alike). The canal
+        is the whole scan's, kept on the remaining slices (centres are in mm, so they stay)."""
+        from osteobmd.canal import CanalResult
+
+        keep = (self.canal.slice_indices >= first) & (self.canal.slice_indices < stop)
+        canal = CanalResult(self.canal.centers_lps_mm[keep], self.canal.slice_indices[keep] - first,
+                            self.canal.spine_center_lps_mm, list(self.canal.slab_indices))
         return RealSpine(self.name, self.ct[:, :, first:stop], self.class_map[first:stop],
-                         {k: v[first:stop] for k, v in self.truth.items()})
+                         {k: v[first:stop] for k, v in self.truth.items()}, canal)
 
     def true_names(self, finding) -> list:
         """The true level of each found body (None above T12 / unknown)."""
@@ -76,14 +83,15 @@ def _totalsegmentator_spine() -> RealSpine:
     ct = read_ct(TS / "ct.nii.gz")
     bodies = sitk.GetArrayFromImage(to_lps(sitk.ReadImage(str(TS / "vertebral_bodies.nii.gz"))))
     full = sitk.GetArrayFromImage(to_lps(sitk.ReadImage(str(TS / "totalsegmentator_all_structures.nii.gz"))))
-    slab = detect_canal(ct).slab_indices
+    canal = detect_canal(ct)
+    slab = canal.slab_indices
     body = (bodies[:, :, slab] > 0).mean(axis=2) >= 0.5
     sacrum = np.isin(full[:, :, slab], (25, 26)).mean(axis=2) >= 0.5
     cm = np.zeros(body.shape, np.uint8)
     cm[sacrum] = 2
     cm[body] = 1
     truth = {n: (bodies[:, :, slab] == lab).mean(axis=2) >= 0.5 for n, lab in zip(LEVELS, range(19, 25))}
-    return RealSpine("totalsegmentator_example", ct, cm, truth)
+    return RealSpine("totalsegmentator_example", ct, cm, truth, canal)
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
@@ -127,4 +135,4 @@ def _pancreas_spine() -> RealSpine:
             cm[m] = 1
     below = column & (sag > 150) & (z[:, None] < levels["L5"]["inferior"] - 4)
     cm[ndimage.binary_fill_holes(_largest(below)) & (cm == 0)] = 2
-    return RealSpine("pancreas_ct_cb_001", ct, cm, truth)
+    return RealSpine("pancreas_ct_cb_001", ct, cm, truth, canal)
