@@ -32,6 +32,7 @@ SACRUM_CLASS = 2
 # to this range so that a map full of merged or fragmented bodies cannot set its own scale.
 MIN_BODY_HEIGHT_MM = 18.0
 MAX_BODY_HEIGHT_MM = 35.0
+TYPICAL_BODY_HEIGHT_MM = 26.5
 # Body height / centre-to-centre step (body plus one disc) in adults is about 0.7-0.8.
 HEIGHT_TO_STEP = 0.75
 # A step this many typical steps long has room for a missed body in it.
@@ -41,10 +42,15 @@ SPECK_AREA_FRACTION = 0.2
 MIN_AREA_MM2 = 30.0
 # A piece taller than this many reference heights holds more than one body.
 MERGED_HEIGHT_FACTOR = 1.5
+# A piece still this tall after splitting holds two fused bodies (two bodies and a disc are
+# more than twice a body's height; a body and half a disc left on each part are not).
+FUSED_HEIGHT_FACTOR = 1.7
 # A gap between the sacrum and the lowest body wider than this share of that body's height
 # has room for a missed body (it would hold a body and two discs; one disc is about a third
 # to a half of a body's height).
 SACRUM_GAP_FACTOR = 0.8
+# A row narrower than this share of a tall piece's median row width is a disc's bridge.
+NARROW_ROW_FRACTION = 0.8
 # Pieces overlapping in z by more than this share of the shorter one belong to one body.
 SAME_BODY_Z_OVERLAP = 0.5
 # Two pieces shorter than this share of the reference height may be halves of one body.
@@ -134,10 +140,27 @@ def _height_mm(m: np.ndarray, sz: float) -> float:
     return (r1 - r0 + 1) * sz
 
 
-def _reference_height(pieces: List[np.ndarray], sz: float) -> float:
-    if not pieces:
-        return 0.5 * (MIN_BODY_HEIGHT_MM + MAX_BODY_HEIGHT_MM)
-    h = float(np.median([_height_mm(p, sz) for p in pieces]))
+def _body_height_mm(m: np.ndarray, spacing_zy) -> float:
+    """Height along the piece's own axis nearest to z: a tilted body (L5 on a steep sacrum)
+    reaches further along z than it is tall, two fused bodies do not."""
+    sz, sy = spacing_zy
+    r, c = np.nonzero(m)
+    if r.size < 3:
+        return float(r.size and (r.max() - r.min() + 1) * sz)
+    pts = np.stack([r * sz, c * sy], axis=1)
+    _, vecs = np.linalg.eigh(np.cov(pts.T))
+    axis = vecs[:, np.argmax(np.abs(vecs[0]))]
+    proj = pts @ axis
+    return float(proj.max() - proj.min() + sz * abs(axis[0]) + sy * abs(axis[1]))
+
+
+def _reference_height(pieces: List[np.ndarray], spacing_zy) -> float:
+    """Median height of the pieces that no image edge cuts; with fewer than three, a
+    typical body height (a single tall piece must not set its own scale)."""
+    whole = [p for p in pieces if not (p[0].any() or p[-1].any())]
+    if len(whole) < 3:
+        return TYPICAL_BODY_HEIGHT_MM
+    h = float(np.median([_body_height_mm(p, spacing_zy) for p in whole]))
     return float(np.clip(h, MIN_BODY_HEIGHT_MM, MAX_BODY_HEIGHT_MM))
 
 
@@ -160,9 +183,10 @@ def _split_by_erosion(piece: np.ndarray, spacing_zy, ref_h: float) -> List[np.nd
     return [piece]
 
 
-def _split_at_narrowest_row(piece: np.ndarray, sz: float, ref_h: float) -> List[np.ndarray]:
+def _split_at_narrowest_row(piece: np.ndarray, spacing_zy, ref_h: float) -> List[np.ndarray]:
     """Cut a too-tall piece at its narrowest row, away from its ends; repeat on the parts."""
-    if _height_mm(piece, sz) <= MERGED_HEIGHT_FACTOR * ref_h:
+    sz = spacing_zy[0]
+    if _body_height_mm(piece, spacing_zy) <= MERGED_HEIGHT_FACTOR * ref_h:
         return [piece]
     r0, r1 = _rows(piece)
     width = piece.sum(axis=1).astype(float)
@@ -170,20 +194,27 @@ def _split_at_narrowest_row(piece: np.ndarray, sz: float, ref_h: float) -> List[
     lo, hi = r0 + margin, r1 - margin
     if hi <= lo:
         return [piece]
-    cut = lo + int(np.argmin(width[lo:hi + 1]))
+    band = width[lo:hi + 1]
+    # The middle of the run of narrowest rows (a bridge may span the whole disc).
+    narrowest = np.flatnonzero(band <= band.min() + 0.05 * np.median(width[r0:r1 + 1]))
+    gaps = np.flatnonzero(np.diff(narrowest) != 1)
+    run_last = narrowest[gaps[0]] if gaps.size else narrowest[-1]
+    cut = lo + int((narrowest[0] + run_last) // 2)
+    if width[cut] > NARROW_ROW_FRACTION * np.median(width[r0:r1 + 1]):
+        return [piece]  # no waist to cut at: one tall (or tilted) body, or bodies fused beyond repair
     upper, lower = piece.copy(), piece.copy()
     upper[:cut + 1] = False
     lower[cut + 1:] = False
-    return _split_at_narrowest_row(lower, sz, ref_h) + _split_at_narrowest_row(upper, sz, ref_h)
+    return _split_at_narrowest_row(lower, spacing_zy, ref_h) + _split_at_narrowest_row(upper, spacing_zy, ref_h)
 
 
 def _split_merged(pieces: List[np.ndarray], spacing_zy, ref_h: float) -> Tuple[List[np.ndarray], int]:
     out, n_split = [], 0
     for p in pieces:
-        if _height_mm(p, spacing_zy[0]) > MERGED_HEIGHT_FACTOR * ref_h:
+        if _body_height_mm(p, spacing_zy) > MERGED_HEIGHT_FACTOR * ref_h:
             parts = []
             for q in _split_by_erosion(p, spacing_zy, ref_h):
-                parts += _split_at_narrowest_row(q, spacing_zy[0], ref_h)
+                parts += _split_at_narrowest_row(q, spacing_zy, ref_h)
             n_split += len(parts) - 1
             out += parts
         else:
@@ -310,8 +341,11 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
     sacrum = _find_sacrum(class_map, (sz, sy))
 
     pieces = [p for p in _pieces(class_map == BODY_CLASS) if p.sum() * sz * sy >= MIN_AREA_MM2 / 3]
-    ref_h = _reference_height(pieces, sz)
-    pieces, n_split = _split_merged(pieces, (sz, sy), ref_h)
+    ref_h = _reference_height(pieces, (sz, sy))
+    # Splitting judges "too tall" against at least a typical body: a tilted L5 reaches
+    # further along z than its height, and small thoracic bodies must not make it look merged.
+    split_h = max(ref_h, TYPICAL_BODY_HEIGHT_MM)
+    pieces, n_split = _split_merged(pieces, (sz, sy), split_h)
     if n_split:
         notes.append(f"{n_split} bridge(s) between bodies were cut")
     pieces, n_joined = _join_fragments(pieces, sz, ref_h)
@@ -333,10 +367,18 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
             notes.append(f"{len(below)} body piece(s) below the top of the sacrum ignored")
             bodies = [b for b in bodies if not any(b is x for x in below)]
     bodies.sort(key=lambda b: b.z_center_mm)
-    ref_h = _reference_height([b.mask for b in bodies if not b.cut] or [b.mask for b in bodies], sz)
+    ref_h = _reference_height([b.mask for b in bodies], (sz, sy))
     expected = _local_steps(bodies, ref_h)
-    breaks = [i for i, e in enumerate(expected)
-              if bodies[i + 1].z_center_mm - bodies[i].z_center_mm > BREAK_STEP_FACTOR * e]
+    breaks = {i for i, e in enumerate(expected)
+              if bodies[i + 1].z_center_mm - bodies[i].z_center_mm > BREAK_STEP_FACTOR * e}
+    # A piece still too tall after splitting may hold two fused bodies: never count across it.
+    fused = [i for i, b in enumerate(bodies)
+             if not b.cut and _body_height_mm(b.mask, (sz, sy)) > FUSED_HEIGHT_FACTOR * split_h]
+    for i in fused:
+        breaks |= {j for j in (i - 1, i) if 0 <= j < len(bodies) - 1}
+    if fused:
+        notes.append(f"{len(fused)} piece(s) too tall for one body could not be split; the count stops there")
+    breaks = sorted(breaks)
     kept = [e for i, e in enumerate(expected) if i not in breaks]
     step = float(np.median(kept)) if kept else _height_step(bodies, ref_h)
     sacrum_break = False

@@ -18,18 +18,20 @@ Verdict (travels with the result):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from .bodies import SpineFinding
-from .ribs import CANNOT_TELL, NO_RIB, RIB, RibEvidence
+from .ribs import NO_RIB, RIB, RibEvidence
 
 LUMBAR = ["L1", "L2", "L3", "L4", "L5"]
 THORACIC = [f"T{n}" for n in range(12, 0, -1)]
 # Label values of the pipeline's sagittal L1-L4 map.
 LUMBAR_LABELS = {"L1": 1, "L2": 2, "L3": 3, "L4": 4}
 TRANSITIONAL_FLAG = "levels may be off by one (transitional anatomy)"
+# Bodies above the lowest rib-bearing one that must not be rib-free.
+CONSISTENT_ABOVE = 2
 
 
 @dataclass
@@ -109,7 +111,9 @@ def _from_ribs(finding: SpineFinding, ribs: Optional[RibEvidence]) -> tuple:
     if verdicts[t12 - 1] != NO_RIB:
         return names, ("the body below the lowest rib-bearing one cannot be judged "
                        f"({ribs.bodies[t12 - 1].reason})")
-    if any(v == NO_RIB for v in verdicts[t12 + 1:]):
+    # Just above T12 the ribs must go on (higher up, rib heads sit at the discs and are
+    # lent between neighbours, so only the next two bodies are checked).
+    if any(v == NO_RIB for v in verdicts[t12 + 1:t12 + 1 + CONSISTENT_ABOVE]):
         return names, "the rib evidence is inconsistent (a rib-free body above a rib-bearing one)"
     seq_up = THORACIC
     for i in range(t12, n):
@@ -192,5 +196,3 @@ def name_levels(finding: SpineFinding, ribs: Optional[RibEvidence] = None) -> Le
                   f"(transitional anatomy, or {11 if lumbar_type > 5 else 13} rib pairs). Levels are named "
                   f"from the sacrum and may be off by one; check them on the images.")
 
-
-__all__ = ["LevelNaming", "name_levels", "TRANSITIONAL_FLAG", "LUMBAR_LABELS", "CANNOT_TELL"]

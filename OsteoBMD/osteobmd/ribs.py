@@ -7,8 +7,8 @@ lumbar transverse process is fused to the vertebra and short. Yun et al. (Korean
 
 1. Bone is HU above a threshold on a working copy of the CT (spacing at least
    WORKING_SPACING_MM on every axis, so 0.7 mm and 5 mm scans cost and behave alike).
-   Two thresholds (RIB_BONE_HU): the low one keeps thin native ribs whole, the high one
-   keeps ribs apart from organs bright with contrast; a rib seen at either counts. The threshold
+   Two thresholds (RIB_BONE_HU): the low one keeps thin native ribs whole; where an arm
+   merges into an organ bright with contrast at the low one, the high one may find the rib. The threshold
    stays above the aorta with contrast (about 200-350 HU; its mean, not its rim).
 2. The vertebra itself is cut away: everything closer than SPINE_HALF_WIDTH_MM to the
    canal centre, left or right, on each slice. What leaves that column on each side at a
@@ -89,7 +89,7 @@ class SideEvidence:
     # LPS mm of the arm's root and far end (for drawing), when an arm was found.
     root_lps: Optional[Tuple[float, float, float]] = None
     tip_lps: Optional[Tuple[float, float, float]] = None
-    bony_plate: bool = False  # the arm merges into a bony plate (pelvis): no threshold can tell
+    merged_organ: bool = False  # the arm merges into an organ bright with contrast
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict,
@@ -135,11 +135,11 @@ def _working_image(ct: sitk.Image) -> sitk.Image:
 def _canal_centres(canal: CanalResult, n_slices: int, origin_z: float, sz: float) -> np.ndarray:
     """Canal centre (x, y) in LPS mm for every slice; between and beyond the slices where
     the canal was found, interpolated and held constant."""
-    z = origin_z + np.arange(n_slices) * sz
     zc = canal.centers_lps_mm[:, 2]
-    order = np.argsort(zc)
     if zc.size == 0:
         return np.tile(canal.spine_center_lps_mm[:2], (n_slices, 1))
+    z = origin_z + np.arange(n_slices) * sz
+    order = np.argsort(zc)
     # Smooth over a few slices: single-slice centres jitter with the canal's shape.
     xs = ndimage.median_filter(canal.centers_lps_mm[order, 0], size=5, mode="nearest")
     ys = ndimage.median_filter(canal.centers_lps_mm[order, 1], size=5, mode="nearest")
@@ -241,15 +241,15 @@ def _side_verdict(arm, room_mm: float, cut_in_z: bool, shape, bottom_is_edge: bo
                             or (bottom_is_edge and np.any(v[:, 0] == 0))
                             or (top_is_edge and np.any(v[:, 0] == shape[0] - 1)))
     if arm is not None and arm["stops_being_a_tube"] and arm["merged_bone_share"] > MERGED_BONE_SHARE:
-        return SideEvidence(CANNOT_TELL, arm["length"], "the bone beside it merges into a bony plate (the pelvis)",
-                            bony_plate=True)
+        return SideEvidence(CANNOT_TELL, arm["length"], "the bone beside it merges into a bony plate (the pelvis)")
     if arm is not None and arm["length"] >= RIB_MIN_LENGTH_MM:
         if arm["lateral"] < MIN_LATERAL_SHARE * (arm["length"] - (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM)):
             return SideEvidence(CANNOT_TELL, arm["length"], "the long bone beside it runs along the spine, not outward")
         return SideEvidence(RIB, arm["length"], f"a rib of {arm['length']:.0f} mm")
     if arm is not None and arm["stops_being_a_tube"] and arm["reach"] >= RIB_MIN_LENGTH_MM:
         return SideEvidence(CANNOT_TELL, arm["length"],
-                            "the bone beside it merges into a broad structure (pelvis, or an organ bright with contrast)")
+                            "the bone beside it merges into a broad structure (an organ bright with contrast)",
+                            merged_organ=True)
     length = None if arm is None else arm["length"]
     if room_mm < RIB_MIN_LENGTH_MM + 10.0:
         return SideEvidence(CANNOT_TELL, length, "the view does not reach far enough to the side to see a rib")
@@ -308,7 +308,8 @@ def detect_ribs(ct: sitk.Image, finding: SpineFinding, canal: CanalResult) -> Ri
         lateral = ox + coords[:, 2] * sx - centres[k_ct, 0]
         y_rel = oy + coords[:, 1] * sy - centres[k_ct, 1]
         for s in (-1, 1):
-            arms[t, s] = _side_arms(coords, values, lateral, y_rel, k_ct * sz, ranges, y_front, sub_shape, (sz, sy, sx), s)
+            arms[t, s] = _side_arms(coords, values, lateral, y_rel, k_ct * sz, ranges, y_front, sub_shape,
+                                    (sz, sy, sx), s)
     x_first, x_last = ox, ox + (ni - 1) * sx
     out = RibEvidence([])
     for b_i, body in enumerate(finding.bodies):
@@ -328,12 +329,10 @@ def detect_ribs(ct: sitk.Image, finding: SpineFinding, canal: CanalResult) -> Ri
                     ev.root_lps = _to_lps(arm["root"], work, z_lo)
                     ev.tip_lps = _to_lps(arm["tip"], work, z_lo)
                 evidence.append(ev)
-            # A rib at either threshold counts, unless the arm runs into the pelvis;
-            # "no rib" only from the low threshold.
-            if evidence[0].bony_plate:
-                sides[s] = evidence[0]
-            else:
-                sides[s] = next((ev for ev in evidence if ev.verdict == RIB), evidence[0])
+            # The high threshold only separates a rib from an organ bright with contrast: it is
+            # asked only when the low one found an arm merging into one.
+            low = evidence[0]
+            sides[s] = evidence[1] if low.merged_organ and evidence[1].verdict == RIB else low
         verdict, reason = _combine(sides[-1], sides[1])
         out.bodies.append(BodyRibs(verdict=verdict, right=sides[-1], left=sides[1], reason=reason))
     return out

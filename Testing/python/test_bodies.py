@@ -97,6 +97,28 @@ def test_two_bodies_merged_without_any_disc_are_split_in_two():
     assert len(f.bodies) == 6 and f.breaks == []
 
 
+def test_bodies_fused_beyond_repair_stop_the_count():
+    cm, centres = spine_map()
+    lo, hi = int(centres[1] + 14), int(centres[2] - 13)
+    cm[lo - 1:hi + 2, 30:70] = 1  # the disc filled completely: no waist to cut at
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 5
+    assert f.breaks == [0, 1]  # neither the body below nor the one above may be counted through it
+    assert not f.connected(0, 2)
+
+
+def test_a_single_tilted_body_is_not_cut():
+    # A 28 mm tall, 40 mm deep body tilted by 30 degrees (L5 on a steep sacrum) reaches 44 mm along z.
+    zz, yy = np.mgrid[0:120, 0:100].astype(float)
+    theta = np.radians(30)
+    u = (zz - 60) * np.cos(theta) - (yy - 50) * np.sin(theta)
+    v = (zz - 60) * np.sin(theta) + (yy - 50) * np.cos(theta)
+    cm = ((np.abs(u) <= 14) & (np.abs(v) <= 20)).astype(np.uint8)
+    assert np.ptp(np.nonzero(cm)[0]) + 1 >= 43
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 1 and not f.notes
+
+
 def test_fragments_of_one_body_are_joined_and_specks_dropped():
     cm, centres = spine_map()
     c = int(centres[3])
