@@ -3,15 +3,18 @@ with the true level name of every reference body, for the naming tests.
 
 - TotalSegmentator sample: bodies from vertebral_bodies.nii.gz (19 T12 ... 24 L5), sacrum
   from labels 25/26 of the full map, both on the canal slab.
-- Pancreas-CT-CB_001: no voxel masks exist yet; bodies T12-L5 are the bone (> 110 HU) of
-  the slab in front of the canal within levels.json's z ranges (shrunk by 1 mm); bodies above
-  T12 and the sacrum are bone components of the same column (unnamed; thoracic discs are
-  thin at 3 mm, so some thoracic bodies come merged, which find_bodies must split).
+- Pancreas-CT-CB_001: T12-L5 and the sacrum from the project's reference masks
+  (Testing/data/real_ct/<case>/reference_levels.nii.gz: 12 T12, 21..25 L1..L5, 30 sacrum; or
+  the folder in $OSTEOBMD_REAL_REFS) when present; otherwise bodies T12-L5 are the bone
+  (> 110 HU) of the slab in front of the canal within levels.json's z ranges (shrunk by 1 mm)
+  and the sacrum the bone below L5. Bodies above T12 are bone components of a narrower column
+  (unnamed; thoracic discs are thin at 3 mm, so some come merged, which find_bodies must split).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +25,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+REPO = Path(__file__).resolve().parents[2]
 DATA = Path("/work/shared/data")
 TS = DATA / "real_ct_totalsegmentator_example"
 PANCREAS = DATA / "real_ct_pancreas_ct_cb_001"
@@ -58,6 +62,20 @@ class RealSpine:
             hit = [n for n, m in self.truth.items() if (m & b.mask).sum() > 0.5 * b.mask.sum()]
             out.append(hit[0] if hit else None)
         return out
+
+
+def _reference_levels(case_dir: str):
+    """The reference label map of a case on its CT grid (LPS array), or None."""
+    from osteobmd.io import to_lps
+
+    for root in (os.environ.get("OSTEOBMD_REAL_REFS"), REPO / "Testing" / "data" / "real_ct"):
+        if root and (Path(root) / case_dir / "reference_levels.nii.gz").exists():
+            return sitk.GetArrayFromImage(to_lps(sitk.ReadImage(str(Path(root) / case_dir / "reference_levels.nii.gz"))))
+    return None
+
+
+REFERENCE_CODES = {"T12": 12, "L1": 21, "L2": 22, "L3": 23, "L4": 24, "L5": 25}
+SACRUM_CODE = 30
 
 
 def _need(path: Path):
@@ -118,11 +136,19 @@ def _pancreas_spine() -> RealSpine:
     column[:, int(jc - 70 / sy): int(jc - 6 / sy)] = True
     cm = np.zeros(sag.shape, np.uint8)
     truth = {}
-    for name, r in levels.items():
-        rows = ((z >= r["inferior"] + 1) & (z <= r["superior"] - 1))[:, None]
-        m = ndimage.binary_fill_holes(_largest(column & rows & (sag > 110)))
-        cm[m] = 1
-        truth[name] = m
+    reference = _reference_levels("real_ct_pancreas_ct_cb_001")
+    if reference is not None:
+        on_slab = reference[:, :, canal.slab_indices]
+        for name, code in REFERENCE_CODES.items():
+            truth[name] = (on_slab == code).mean(axis=2) >= 0.5
+            cm[truth[name]] = 1
+        cm[((on_slab == SACRUM_CODE).mean(axis=2) >= 0.5) & (cm == 0)] = 2
+    else:
+        for name, r in levels.items():
+            rows = ((z >= r["inferior"] + 1) & (z <= r["superior"] - 1))[:, None]
+            m = ndimage.binary_fill_holes(_largest(column & rows & (sag > 110)))
+            cm[m] = 1
+            truth[name] = m
     # Thoracic bodies are shallower; a narrower column keeps the contrast-filled heart out.
     thoracic = np.zeros(sag.shape, bool)
     thoracic[:, int(jc - 45 / sy): int(jc - 6 / sy)] = True
@@ -133,6 +159,7 @@ def _pancreas_spine() -> RealSpine:
         m = ndimage.binary_fill_holes(lab == i)
         if m.sum() * sy * sz > 200:
             cm[m] = 1
-    below = column & (sag > 150) & (z[:, None] < levels["L5"]["inferior"] - 4)
-    cm[ndimage.binary_fill_holes(_largest(below)) & (cm == 0)] = 2
+    if reference is None:
+        below = column & (sag > 150) & (z[:, None] < levels["L5"]["inferior"] - 4)
+        cm[ndimage.binary_fill_holes(_largest(below)) & (cm == 0)] = 2
     return RealSpine("pancreas_ct_cb_001", ct, cm, truth, canal)
