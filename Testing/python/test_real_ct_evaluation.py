@@ -1,0 +1,173 @@
+"""The real-CT evaluation's metrics on constructed label maps, crops, and the shipped reference masks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import REPO, SAMPLE_CT
+from osteobmd.evaluation.real_ct import REFERENCE_CODES, crop_mm, score_case, score_labels
+from osteobmd.results import LABELS_NRRD, RESULTS_JSON
+
+REFERENCES = REPO / "Testing" / "data" / "real_ct"
+SHARED = Path("/work/shared/data")
+BODIES = ("T12", "L1", "L2", "L3", "L4", "L5", "sacrum")
+SLAB = slice(14, 18)  # the sagittal columns i a prediction labels
+
+
+def _reference_array(shape=(90, 30, 32)) -> np.ndarray:
+    """Seven bodies stacked along z (sacrum at the bottom), each 10 slices with a 3-slice disc, full width."""
+    ref = np.zeros(shape, np.uint8)
+    for n, name in enumerate(reversed(BODIES)):
+        k0 = 2 + n * 13
+        ref[k0:k0 + 10, 8:22, 4:28] = REFERENCE_CODES[name]
+    return ref
+
+
+def _prediction(ref: np.ndarray, shift: int = 0) -> np.ndarray:
+    """L1..L4 labels on the slab; shift=1 puts each label on the body below its name."""
+    pred = np.zeros(ref.shape, np.uint8)
+    lumbar = ("L1", "L2", "L3", "L4", "L5")
+    for n in range(1, 5):
+        body = REFERENCE_CODES[lumbar[n - 1 + shift]]
+        where = ref == body
+        where[:, :, :SLAB.start] = False
+        where[:, :, SLAB.stop:] = False
+        pred[where] = n
+    return pred
+
+
+def _write_case(tmp_path: Path, pred: np.ndarray, valid: bool) -> Path:
+    out = tmp_path / "result"
+    out.mkdir()
+    image = sitk.GetImageFromArray(pred)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(image, str(out / LABELS_NRRD))
+    vertebrae = [{"name": n, "bmd_mg_cm3": 100.0 + i, "valid": valid, "reasons": [],
+                  "patch": {"mean_hu": 150.0 + i}} for i, n in enumerate(("L1", "L2", "L3", "L4"))]
+    (out / RESULTS_JSON).write_text(json.dumps({"case": "c", "valid": valid, "vertebrae": vertebrae,
+                                                "level_anchor": "sacrum", "mean_bmd_mg_cm3": 101.0}))
+    return out
+
+
+def _reference_image(ref: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(ref)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    return image
+
+
+def test_a_perfect_prediction_scores_dice_one_and_named_right_on_the_slab(tmp_path):
+    ref = _reference_array()
+    out = _write_case(tmp_path, _prediction(ref), valid=True)
+    score = score_case(out, _reference_image(ref), "c")
+    assert score.ran and score.valid
+    # The reference bodies are wider than the slab: Dice counts the labelled slices only.
+    assert [s.dice for s in score.levels] == [1.0] * 4
+    assert score.named_right == 4 and not score.wrong_on_valid
+    assert score.found == {"L1": "L1", "L2": "L2", "L3": "L3", "L4": "L4"}
+    assert score.scored_sagittal_slices == SLAB.stop - SLAB.start
+    assert [s.patch_mean_hu for s in score.levels] == [150.0, 151.0, 152.0, 153.0]
+    assert score.naming == {"level_anchor": "sacrum"}
+
+
+def test_a_prediction_one_level_off_is_named_wrong_and_flagged_when_valid(tmp_path):
+    ref = _reference_array()
+    out = _write_case(tmp_path, _prediction(ref, shift=1), valid=True)
+    score = score_case(out, _reference_image(ref), "c")
+    assert score.named_right == 0
+    assert [s.best_reference for s in score.levels] == ["L2", "L3", "L4", "L5"]
+    assert [s.dice for s in score.levels] == [0.0] * 4
+    assert score.found == {"L2": "L1", "L3": "L2", "L4": "L3", "L5": "L4"}
+    assert score.wrong_on_valid
+
+
+def test_an_invalid_result_with_wrong_names_is_not_a_wrong_valid_result(tmp_path):
+    ref = _reference_array()
+    score = score_case(_write_case(tmp_path, _prediction(ref, shift=1), valid=False), _reference_image(ref), "c")
+    assert score.named_right == 0 and not score.wrong_on_valid
+
+
+def test_a_missing_level_gets_no_name_and_dice_zero():
+    ref = _reference_array()
+    pred = _prediction(ref)
+    pred[pred == 3] = 0
+    levels, found, _, _ = score_labels(pred, ref)
+    assert levels[2].predicted is False and levels[2].named_right is None and levels[2].dice == 0.0
+    assert "L3" not in found and levels[3].named_right
+
+
+def test_a_reference_on_another_grid_is_refused(tmp_path):
+    ref = _reference_array()
+    out = _write_case(tmp_path, _prediction(ref), valid=True)
+    with pytest.raises(ValueError, match="not on the grid"):
+        score_case(out, _reference_image(ref[:-4]), "c")
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+                                       (1, 0, 0, 0, 1, 0, 0, 0, -1)])
+@pytest.mark.parametrize("side", ["top", "bottom"])
+def test_a_crop_cuts_the_right_end_and_keeps_the_geometry(direction, side):
+    array = np.arange(20 * 4 * 5, dtype=np.int16).reshape(20, 4, 5)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    image.SetOrigin((10.0, -5.0, 100.0))
+    image.SetDirection(direction)
+    cropped = crop_mm(image, side, 30.0)
+    assert cropped.GetSize() == (5, 4, 10)
+
+    def z_range(img):
+        zs = [img.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in (0, img.GetSize()[2] - 1)]
+        return min(zs), max(zs)
+
+    (lo, hi), (clo, chi) = z_range(image), z_range(cropped)
+    assert (clo, chi) == ((lo, hi - 30.0) if side == "top" else (lo + 30.0, hi))
+    # Every kept voxel keeps its value at its physical place.
+    for k in (0, 9):
+        point = cropped.TransformIndexToPhysicalPoint((2, 1, k))
+        assert cropped[2, 1, k] == image[image.TransformPhysicalPointToIndex(point)]
+
+
+def _check_reference_on_ct(ct_path: Path, reference_path: Path) -> np.ndarray:
+    ct = sitk.ReadImage(str(ct_path))
+    ref = sitk.ReadImage(str(reference_path))
+    assert ref.GetPixelID() == sitk.sitkUInt8
+    assert ref.GetSize() == ct.GetSize()
+    assert np.allclose(ref.GetOrigin(), ct.GetOrigin(), atol=1e-3)
+    assert np.allclose(ref.GetSpacing(), ct.GetSpacing(), atol=1e-4)
+    assert np.allclose(ref.GetDirection(), ct.GetDirection(), atol=1e-6)
+    labels = sitk.GetArrayFromImage(ref)
+    hu = sitk.GetArrayFromImage(ct)
+    assert set(np.unique(labels)) == {0, *REFERENCE_CODES.values()}
+    # Each body lies on bone: its median is above soft tissue and disc (below 100 HU); the
+    # TotalSegmentator sample's bodies read 119-160 HU, the pancreas case's 286-354.
+    for code in REFERENCE_CODES.values():
+        assert np.median(hu[labels == code]) > 100
+    return labels
+
+
+def _centre_z_mm(reference_path: Path, code: int) -> float:
+    ref = sitk.ReadImage(str(reference_path))
+    k = np.nonzero(sitk.GetArrayFromImage(ref) == code)[0]
+    return ref.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k.mean())))[2]
+
+
+def test_the_totalsegmentator_reference_lies_on_the_bundled_sample_ct():
+    path = REFERENCES / "real_ct_totalsegmentator_example" / "reference_levels.nii.gz"
+    _check_reference_on_ct(SAMPLE_CT, path)
+    # Bodies from top to bottom in the order of their names.
+    zs = [_centre_z_mm(path, REFERENCE_CODES[n]) for n in BODIES]
+    assert zs == sorted(zs, reverse=True)
+
+
+PANCREAS = SHARED / "real_ct_pancreas_ct_cb_001"
+
+
+@pytest.mark.skipif(not (PANCREAS / "ct.nii.gz").exists(), reason="the shared real CTs are not present")
+def test_the_pancreas_reference_lies_on_its_ct_and_matches_the_listed_levels():
+    path = REFERENCES / "real_ct_pancreas_ct_cb_001" / "reference_levels.nii.gz"
+    _check_reference_on_ct(PANCREAS / "ct.nii.gz", path)
+    listed = json.loads((PANCREAS / "levels.json").read_text())["bodies_z_mm"]
+    for name, z in listed.items():
+        assert abs(_centre_z_mm(path, REFERENCE_CODES[name]) - z["centre"]) <= 8.0, name
