@@ -36,10 +36,10 @@ VIEW_TEXT = {"full": "full view", "top30": "top 30 mm cut", "top60": "top 60 mm 
 REFERENCE_FILE = "reference_levels.nii.gz"
 
 
-def run_osteobmd(ct: Path, out: Path, weights) -> str:
+def run_osteobmd(ct: Path, out: Path, case_id: str, weights) -> str:
     """Run the CLI; return its last line of error output when it wrote no result."""
     command = [sys.executable, "-m", "osteobmd", "run", str(ct), "--out", str(out), "--no-scene",
-               "--progress", "none", "--overwrite"]
+               "--progress", "none", "--overwrite", "--case-id", case_id]
     if weights:
         command += ["--weights", str(weights)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -69,7 +69,7 @@ def evaluate(args) -> list:
             error = ""
             if not (args.reuse and (result_dir / RESULTS_JSON).exists()):
                 print(f"{case} {view}: running osteobmd", flush=True)
-                error = run_osteobmd(ct_in, result_dir, args.weights)
+                error = run_osteobmd(ct_in, result_dir, f"{case.replace('real_ct_', '')}_{view}", args.weights)
             score = score_case(result_dir, sitk.ReadImage(str(ref_in)), case)
             if error:
                 score.error = error
@@ -110,12 +110,13 @@ def _naming_text(naming: dict) -> str:
 
 def case_table(entries: list) -> list:
     lines = [
-        "| view | result | named right | reference body ← label | Dice L1 / L2 / L3 / L4 | BMD mg/cm³ (patch HU) L1 / L2 / L3 / L4 | level naming | wrong name on a valid result |",
-        "|---|---|---|---|---|---|---|---|",
+        "| view | anchors in view | result | named right | reference body ← label | Dice L1 / L2 / L3 / L4 | BMD mg/cm³ (patch HU) L1 / L2 / L3 / L4 | level naming | wrong name on a valid result |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
+        anchors = " + ".join(e["anchors_in_view"]) or "none"
         if not e["ran"]:
-            lines.append(f"| {VIEW_TEXT[e['view']]} | no result: {e.get('error') or ''} | – | – | – | – | – | – |")
+            lines.append(f"| {VIEW_TEXT[e['view']]} | {anchors} | no result: {e.get('error') or ''} | – | – | – | – | – | – |")
             continue
         levels = {s["name"]: s for s in e["levels"]}
         dice = " / ".join(_fmt(levels[n]["dice"]) for n in LUMBAR)
@@ -130,7 +131,7 @@ def case_table(entries: list) -> list:
         result = ("valid" if e["valid"] else "invalid") + (
             f", mean {_fmt(e['mean_bmd_mg_cm3'], 0)} {e['classification'] or ''}" if e["mean_bmd_mg_cm3"] is not None else "")
         lines.append(
-            f"| {VIEW_TEXT[e['view']]} | {result} | {e['named_right']}/4" + (f" (wrong: {', '.join(wrong)})" if wrong else "")
+            f"| {VIEW_TEXT[e['view']]} | {anchors} | {result} | {e['named_right']}/4" + (f" (wrong: {', '.join(wrong)})" if wrong else "")
             + f" | {found} | {dice} | {bmd} | {_naming_text(e['naming'])} | {'**YES**' if e['wrong_on_valid'] else 'no'} |"
         )
     return lines
@@ -157,6 +158,8 @@ def write_report(scores: list, path: Path) -> None:
         "**only on the sagittal slices the pipeline labelled** (its slab around the spinal canal), "
         "since it labels nothing outside them.",
         "",
+        "- **anchors in view**: the anchors the reference holds in that view: T12 (which bears the lowest "
+        "ribs) and the sacrum.",
         "- **named right**: a predicted label is named right when the reference body it overlaps most has "
         "the same name (a label on the neighbouring body is wrong whatever its Dice); wrong names are listed "
         "as label→reference body.",

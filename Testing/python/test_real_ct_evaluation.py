@@ -171,3 +171,14 @@ def test_the_pancreas_reference_lies_on_its_ct_and_matches_the_listed_levels():
     listed = json.loads((PANCREAS / "levels.json").read_text())["bodies_z_mm"]
     for name, z in listed.items():
         assert abs(_centre_z_mm(path, REFERENCE_CODES[name]) - z["centre"]) <= 8.0, name
+
+
+def test_the_anchors_in_view_follow_the_crop(tmp_path):
+    ref = _reference_array()
+    image = _reference_image(ref)
+    out = _write_case(tmp_path, _prediction(ref), valid=True)
+    assert score_case(out, image, "c").anchors_in_view == ["T12", "sacrum"]
+    # The sacrum is the lowest 10 slices (+2 empty) of 2 mm: 24 mm off the bottom takes it away.
+    bottom = crop_mm(image, "bottom", 24.0)
+    assert score_case(tmp_path / "none", bottom, "c").anchors_in_view == ["T12"]
+    assert not score_case(tmp_path / "none", bottom, "c").ran

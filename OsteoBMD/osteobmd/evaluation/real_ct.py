@@ -57,7 +57,9 @@ class CaseScore:
     levels: List[LevelScore] = field(default_factory=list)
     # Reference bodies that received an L1..L4 label, as "reference body <- predicted label".
     found: Dict[str, str] = field(default_factory=dict)
-    reference_in_view: List[str] = field(default_factory=list)
+    reference_in_view: List[str] = field(default_factory=list)  # on the scored slices
+    # The anchors the reference holds anywhere in the (cropped) CT: T12 (the lowest ribs) and the sacrum.
+    anchors_in_view: List[str] = field(default_factory=list)
     naming: Dict[str, object] = field(default_factory=dict)
     scored_sagittal_slices: int = 0
     messages: List[str] = field(default_factory=list)
@@ -144,13 +146,14 @@ def naming_verdict(result: dict) -> Dict[str, object]:
 def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseScore:
     """Score one pipeline output folder against a reference label map on the same CT."""
     result_dir = Path(result_dir)
+    ref, ref_lps = _lps_array(reference)
+    anchors = [name for name in ("T12", "sacrum") if (ref == REFERENCE_CODES[name]).any()]
     results_path = result_dir / RESULTS_JSON
     if not results_path.exists():
-        return CaseScore(case=case, ran=False, error="no results.json")
+        return CaseScore(case=case, ran=False, error="no results.json", anchors_in_view=anchors)
     result = json.loads(results_path.read_text())
     labels = sitk.ReadImage(str(result_dir / LABELS_NRRD))
     pred, pred_lps = _lps_array(labels)
-    ref, ref_lps = _lps_array(reference)
     if not _same_grid(pred_lps, ref_lps):
         raise ValueError(
             f"{case}: the reference mask is not on the grid of the pipeline's labels "
@@ -175,6 +178,7 @@ def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseS
         levels=levels,
         found=found,
         reference_in_view=in_view,
+        anchors_in_view=anchors,
         naming=naming_verdict(result),
         scored_sagittal_slices=slices,
         messages=list(result.get("messages") or []),
