@@ -4,6 +4,7 @@ their cropped views, score every result against the reference masks, and write t
     PYTHONPATH=OsteoBMD python scripts/evaluate_real_ct.py --out DIR
         [--data /work/shared/data] [--references Testing/data/real_ct]
         [--report docs/evaluation/real_ct.md] [--weights model_weights] [--cases ...] [--crops ...]
+        [--reuse] [--note "what was evaluated"]
 
 For each case in --references that has its CT in --data, and each view (full; top 30 / 60 mm
 cut away; bottom 30 / 60 mm cut away; the crop is cut alike from the reference), it runs
@@ -137,7 +138,7 @@ def case_table(entries: list) -> list:
     return lines
 
 
-def write_report(scores: list, path: Path) -> None:
+def write_report(scores: list, path: Path, note: str = "") -> None:
     cases = list(dict.fromkeys(e["case"] for e in scores))
     versions = next((e.get("versions") for e in scores if e.get("versions")), {})
     total_full = [e for e in scores if e["view"] == "full" and e["ran"]]
@@ -147,6 +148,7 @@ def write_report(scores: list, path: Path) -> None:
         f"Made by `scripts/evaluate_real_ct.py` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
         + (f" (versions: {', '.join(f'{k} {v}' for k, v in versions.items())})." if versions else "."),
         "",
+    ] + ([f"**State:** {note}", ""] if note else []) + [
         "## Method",
         "",
         "Each real CT of `/work/shared/data` that has a reference mask in `Testing/data/real_ct/` is run "
@@ -214,11 +216,12 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=None)
     parser.add_argument("--crops", nargs="*", default=list(VIEWS), choices=list(VIEWS))
     parser.add_argument("--reuse", action="store_true", help="score results already in --out instead of re-running")
+    parser.add_argument("--note", default="", help="one line on what was evaluated (weights, naming), shown at the top")
     args = parser.parse_args()
     scores = evaluate(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    write_report(scores, args.report)
+    write_report(scores, args.report, args.note)
     print(f"wrote {args.report} and {args.out / 'scores.json'}")
     return 0
 
