@@ -327,7 +327,7 @@ def _render_body(rng, cv: _Canvas, k: int, b: _Body, discs, bodies, p, tex, g) -
         if kind < 0.5:
             wedge = -rng.uniform(0.2, 0.6)
         else:
-            ec = rng.uniform(2, 0.3 * h)
+            ec = rng.uniform(2, max(2.5, 0.3 * h))
     hv = h / 2 * (1 - wedge * r / 2) - ec * (1 - np.clip(r, -1, 1) ** 2)
     waist = rng.uniform(0.5, 3.0)
     xu = np.clip(u / (h / 2), -1, 1)

@@ -97,6 +97,28 @@ def run_regression(args) -> int:
     return 0
 
 
+def _pair(text: str):
+    try:
+        a, b = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile takes two integers, e.g. 160,160; got {text!r}") from None
+    return a, b
+
+
+def run_finder(args) -> int:
+    from .finder import FinderTrainConfig, train_finder
+
+    log = _prologue(args)
+    cfg = FinderTrainConfig(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, widths=args.widths, t=args.t, spacing_mm=args.spacing_mm, tile=args.tile,
+        val_images=args.val_images, select=args.select, stop_epoch=args.stop_epoch, minutes=args.minutes,
+    )
+    summary = train_finder(args.out, cfg, args.device, args.resume, log)
+    _report(summary)
+    return 0
+
+
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register `train` with its `segmentation` and `regression` sub-commands."""
     train = subparsers.add_parser(
@@ -104,7 +126,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         description="Train a network on a ground-truth folder (docs/DESIGN.md): DATA/<case>/ct.nrrd, labels.nrrd, "
                     "bmd.csv. Seeded and resumable; writes the weights with their metadata.",
     )
-    kinds = train.add_subparsers(dest="train_kind", metavar="{segmentation,regression}")
+    kinds = train.add_subparsers(dest="train_kind", metavar="{segmentation,regression,finder}")
     kinds.required = True
 
     seg = kinds.add_parser("segmentation", help="R2U-Net on sagittal slab slices (labels.nrrd)")
@@ -131,6 +153,33 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                      help="also train on patches the pipeline flags (not inside trabecular bone, metal)")
     reg.add_argument("--patch-spacing-mm", type=float, default=PatchConfig().spacing_mm)
     reg.set_defaults(handler=run_regression, func=run_regression)
+
+    fin = kinds.add_parser(
+        "finder", help="the vertebra finder R2U-Net (body / sacrum) on generated sagittal phantoms",
+        description="Train the vertebra finder (0 background, 1 vertebral body, 2 sacrum) on sagittal phantoms "
+                    "generated on the fly (synthetic.sagittal_phantom); no data folder. An epoch is "
+                    "--steps-per-epoch optimiser steps; seeded and resumable.",
+    )
+    fin.add_argument("out", type=Path, help="folder for vertebra_finder_r2unet.safetensors (+ .json) and training_finder/")
+    fin.add_argument("--epochs", type=int, default=30, help="epochs the cosine learning rate is planned for")
+    fin.add_argument("--stop-epoch", type=int, default=None, help="stop after this epoch (of the --epochs schedule)")
+    fin.add_argument("--minutes", type=float, default=None, help="stop after the epoch that passes this time budget")
+    fin.add_argument("--steps-per-epoch", type=int, default=40)
+    fin.add_argument("--batch-size", type=int, default=6)
+    fin.add_argument("--lr", type=float, default=2e-3, help="initial learning rate (Adam, cosine decay)")
+    fin.add_argument("--seed", type=int, default=0)
+    fin.add_argument("--widths", type=_widths, default=(16, 32, 64, 128, 256), help="R2U-Net channel widths per level")
+    fin.add_argument("--t", type=int, default=2, help="recurrent time steps")
+    fin.add_argument("--spacing-mm", type=float, default=2.0, help="sagittal pixel spacing the network works at")
+    fin.add_argument("--tile", type=_pair, default=(160, 160), help="training tile (rows z, columns y) in pixels")
+    fin.add_argument("--val-images", type=int, default=32, help="validation phantoms (a fixed seed stream)")
+    fin.add_argument("--select", choices=("best", "last"), default="best")
+    fin.add_argument("--resume", type=Path, default=None,
+                     help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")
+    fin.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    fin.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
+    fin.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+    fin.set_defaults(handler=run_finder, func=run_finder)
 
     def _need_kind(args) -> int:
         train.print_help(sys.stderr)

@@ -22,17 +22,20 @@ from scipy import ndimage
 
 from ..networks import R2UNet, count_parameters
 from ..synthetic.sagittal_phantom import BODY, CLASSES, SACRUM, make_sagittal_phantom
+from ..errors import InputError
+from ..progress import ProgressCallback, silent
 from .common import (
-    CHECKPOINT_DIR, LOG_CSV, CsvLog, LogFn, Stopwatch, cosine_lr, epoch_rng, epoch_torch_seed, find_checkpoint,
-    load_checkpoint, read_checkpoint_info, run_summary, save_checkpoint, seed_everything, set_lr, stderr_log,
-    utc_now,
+    LOG_CSV, LogFn, Stopwatch, recalibrate_batchnorm, run_summary, seed_everything, stderr_log, utc_now,
 )
+from .loop import Trainer, resume_point, run_loop
 
 FINDER_FILE = "vertebra_finder_r2unet.safetensors"
 WORK_DIR = "training_finder"
 NUM_CLASSES = len(CLASSES)
 VAL_STREAM = 7_000_001  # validation phantoms: seeds from a stream training never draws
 MIN_COMPONENT_PX = 12  # smaller predicted islands are not counted as bodies
+RECALIBRATION_STEP = 1_000_000  # data seeds of the BatchNorm recalibration batches: (seed, epoch, this + k)
+SELECTION = "best val_score = mean of validation Dice body, Dice sacrum and the share of right body counts"
 
 
 @dataclass
@@ -49,6 +52,10 @@ class FinderTrainConfig:
     tile: Tuple[int, int] = (160, 160)
     val_images: int = 32
     dice_weight: float = 1.0
+    checkpoint_every: int = 1
+    recalibration_batches: int = 4  # BatchNorm statistics recomputed after every epoch over this many batches
+    select: str = "best"  # or "last"
+    stop_epoch: Optional[int] = None  # stop after this epoch of the schedule planned for `epochs`
     minutes: Optional[float] = None  # stop after the epoch that passes this wall-clock budget
 
     def to_dict(self) -> dict:
@@ -154,98 +161,94 @@ def validate(model, val, device) -> dict:
     return out
 
 
-COLUMNS = ["epoch", "lr", "train_loss", "train_ce", "train_dice_loss", "val_dice_body", "val_dice_sacrum",
-           "val_count_ok", "val_score", "seconds", "wall_utc"]
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_ce", "train_dice_loss", "val_dice_body", "val_dice_sacrum",
+               "val_count_ok", "val_score", "seconds"]
 
 
-def finder_metadata(cfg: FinderTrainConfig, summary: dict) -> dict:
+def finder_metadata(cfg: FinderTrainConfig, training: dict) -> dict:
+    """The weights' metadata: what the pipeline reads (preprocessing) and the class contract."""
     return {
         "kind": "segmentation",
         "task": "vertebra_finder",
         "trained": True,
         "classes": dict(CLASSES),
         "labels": {str(v): k for k, v in CLASSES.items()},
-        "preprocessing": {"window_level": 350.0, "window_width": 1000.0, "spacing_mm": cfg.spacing_mm,
-                          "crop_size": None, "pad_multiple": 2 ** (len(cfg.widths) - 1)},
-        "training": summary,
+        "output": f"logits (N, {NUM_CLASSES}, H, W); softmax over the classes",
+        "preprocessing": {
+            "window_level": 350.0, "window_width": 1000.0, "spacing_mm": cfg.spacing_mm, "crop_size": None,
+            "pad_multiple": 2 ** (len(cfg.widths) - 1),
+            "input": "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)",
+        },
+        "training": training,
     }
 
 
-def train_finder(out_dir: Path, cfg: FinderTrainConfig, device="cpu", resume: Optional[Path] = None,
-                 log: LogFn = stderr_log) -> dict:
-    from ..weights import save_model
+def train_finder(out_dir, config: Optional[FinderTrainConfig] = None, device="cpu", resume=None,
+                 log: LogFn = stderr_log, progress: ProgressCallback = silent) -> dict:
+    """Train the finder on generated phantoms; writes the weights (at every new best), log and checkpoints.
+
+    With `resume` (a checkpoint file or its folder) the run's stored settings are used;
+    only epochs, stop_epoch and minutes are taken from `config`.
+    """
+    from ..weights import resolve_device, save_model
 
     out_dir = Path(out_dir)
     work = out_dir / WORK_DIR
-    ckpt_dir = work / CHECKPOINT_DIR
-    device = torch.device(device)
-    start_epoch, best, best_epoch = 0, -1.0, 0
-    if resume is not None:
-        path = find_checkpoint(resume)
-        info = read_checkpoint_info(path)
-        cfg = FinderTrainConfig.from_dict({**info["config"], "epochs": cfg.epochs, "minutes": cfg.minutes})
-    seed_everything(cfg.seed)
-    model = R2UNet(1, NUM_CLASSES, cfg.widths, cfg.t).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elapsed0 = 0.0
-    if resume is not None:
-        info = load_checkpoint(path, model, opt)
-        start_epoch, best, best_epoch = info["epoch"], info["best_score"], info["best_epoch"]
-        elapsed0 = float(info.get("seconds", 0.0))
-        log(f"resumed from {path.name} (epoch {start_epoch})")
-    csv = CsvLog(work / LOG_CSV, COLUMNS, start_epoch)
-    val = validation_set(cfg)
-    log(f"finder: R2U-Net widths {list(cfg.widths)}, {count_parameters(model) / 1e6:.2f} M parameters, "
-        f"{cfg.steps_per_epoch} steps x {cfg.batch_size} per epoch, {len(val)} validation phantoms")
-    clock = Stopwatch()
-    last = {}
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        lr = float(cosine_lr(cfg.lr, epoch, cfg.epochs))
-        set_lr(opt, lr)
-        epoch_torch_seed(cfg.seed, epoch)
-        model.train()
+    config = config or FinderTrainConfig()
+    ckpt_path, info = resume_point(resume, "finder")
+    if info is not None:
+        config = FinderTrainConfig.from_dict(
+            {**info["config"], "epochs": config.epochs, "stop_epoch": config.stop_epoch, "minutes": config.minutes})
+    if config.epochs < 1 or config.steps_per_epoch < 1 or config.batch_size < 2:
+        raise InputError("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2.")
+    torch_device = resolve_device(device)
+    seed_everything(config.seed)
+    model = R2UNet(1, NUM_CLASSES, config.widths, config.t).to(torch_device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    val = validation_set(config)
+    log(f"finder training: R2U-Net widths {list(config.widths)}, t={config.t}: "
+        f"{count_parameters(model) / 1e6:.2f} M parameters; {config.steps_per_epoch} steps of "
+        f"{config.batch_size} phantoms ({config.tile[0]}x{config.tile[1]} px at {config.spacing_mm} mm) per epoch; "
+        f"{len(val)} validation phantoms; device {torch_device}")
+
+    def train_epoch(model, optimizer, epoch, rng, tick) -> dict:
         totals = np.zeros(3)
-        for step in range(cfg.steps_per_epoch):
-            x, y = training_batch(cfg, epoch, step)
-            opt.zero_grad(set_to_none=True)
-            loss, ce, dl = finder_loss(model(x.to(device)), y.to(device), cfg.dice_weight)
+        for step in range(config.steps_per_epoch):
+            x, y = training_batch(config, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss, ce, dl = finder_loss(model(x.to(torch_device)), y.to(torch_device), config.dice_weight)
             loss.backward()
-            opt.step()
-            totals += [loss.item(), ce.item(), dl.item()]
-        row = {"epoch": epoch, "lr": lr}
-        row.update(zip(("train_loss", "train_ce", "train_dice_loss"), totals / cfg.steps_per_epoch))
-        row.update(validate(model, val, device))
-        seconds = elapsed0 + clock.seconds()
-        row.update(seconds=round(seconds, 1), wall_utc=utc_now())
-        csv.write(row)
-        last = row
-        improved = row["val_score"] > best
-        if improved:
-            best, best_epoch = row["val_score"], epoch
-            summary = run_summary_finder(cfg, best_epoch, row, seconds, device)
-            save_model(model, out_dir / FINDER_FILE, finder_metadata(cfg, summary), dtype=torch.float16)
-        save_checkpoint(ckpt_dir / f"epoch_{epoch:04d}.safetensors", model, opt, epoch,
-                        {"config": cfg.to_dict(), "best_score": best, "best_epoch": best_epoch,
-                         "seconds": seconds})
-        log(f"epoch {epoch}/{cfg.epochs} loss {row['train_loss']:.4f} val Dice body {row['val_dice_body']:.3f} "
-            f"sacrum {row['val_dice_sacrum']:.3f} count ok {row['val_count_ok']:.2f} "
-            f"{'(best) ' if improved else ''}{seconds / 60:.1f} min")
-        if cfg.minutes is not None and seconds > cfg.minutes * 60:
-            log(f"time budget of {cfg.minutes} min reached after epoch {epoch}")
-            break
-    return {"weights": str(out_dir / FINDER_FILE), "log": str(work / LOG_CSV), "selected_epoch": best_epoch,
-            "best_score": best, "last": last}
+            optimizer.step()
+            totals += (loss.item(), ce.item(), dl.item())
+            tick((step + 1) / config.steps_per_epoch)
+        recalibrate_batchnorm(model, (training_batch(config, epoch, RECALIBRATION_STEP + k)[0].to(torch_device)
+                                      for k in range(config.recalibration_batches)))
+        return dict(zip(("train_loss", "train_ce", "train_dice_loss"), totals / config.steps_per_epoch))
 
+    def describe(row: dict) -> str:
+        return (f"loss {row['train_loss']:.4f}, val Dice body {row['val_dice_body']:.3f} sacrum "
+                f"{row['val_dice_sacrum']:.3f}, body count right {row['val_count_ok'] * 100:.0f}%")
 
-def run_summary_finder(cfg, best_epoch, row, seconds, device) -> dict:
-    import platform
+    clock = Stopwatch()
 
-    return {
-        "data": "synthetic.sagittal_phantom, generated on the fly (no fixed data set)",
-        "selected_epoch": best_epoch,
-        "selection": "best val_score = mean(val Dice body, val Dice sacrum, share of right body counts)",
-        "config": cfg.to_dict(),
-        "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-        "device": str(device), "torch": torch.__version__, "platform": platform.platform(terse=True),
-        "seconds": round(seconds, 1), "date": utc_now(),
-    }
+    def training_record(epoch: int, metrics: dict, last: dict) -> dict:
+        return {
+            "date": utc_now(),
+            "data": "synthetic.sagittal_phantom, generated on the fly: seeds (seed, epoch, step); "
+                    f"validation: {config.val_images} phantoms of stream {VAL_STREAM}",
+            **run_summary(config, epoch, SELECTION, "softmax cross-entropy + soft Dice (body, sacrum)", metrics,
+                          last, torch_device, clock.seconds()),
+        }
+
+    def write_weights(model, row) -> None:  # every new best, so a long run always has usable weights
+        save_model(model, out_dir / FINDER_FILE, finder_metadata(config, training_record(row["epoch"], row, row)))
+
+    trainer = Trainer(kind="finder", work=work, log_columns=LOG_COLUMNS, train_epoch=train_epoch,
+                      validate=lambda m: validate(m, val, torch_device), describe=describe,
+                      run_info={"config": config.to_dict()}, on_best=write_weights)
+    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
+    meta = finder_metadata(config, training_record(result.selected_epoch, result.selected, result.last))
+    path = save_model(model, out_dir / FINDER_FILE, meta)
+    log(f"finder weights written to {path} (epoch {result.selected_epoch})")
+    return {"weights": str(path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
+            "metrics": meta["training"]["metrics"], "selected_epoch": result.selected_epoch, "meta": meta}
