@@ -23,7 +23,7 @@ them for an LPS volume.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +41,7 @@ class PhantomImage:
     image01: np.ndarray  # float32 (rows z up, cols y posterior), windowed to [0, 1], network grid
     labels: np.ndarray  # uint8 0/1/2 on the same grid
     hu: np.ndarray  # float32 HU on the same grid (for previews and tests)
+    instances: np.ndarray  # int32 on the same grid: 1.. one id per vertebral body, -1 sacrum, 0 background
     spacing_mm: float
     slice_mm: float  # the simulated scanner's slice spacing
     n_bodies: int  # bodies with a label in view
@@ -297,7 +298,10 @@ def _render_body(rng, cv: _Canvas, k: int, b: _Body, discs, bodies, p, tex, g) -
     r = np.clip(v / (D / 2), -1.5, 1.5)
     trab = p["trab_hu"] + (p["level_spread"] * rng.standard_normal())
     cortex = p["cortex_hu"] * rng.uniform(0.85, 1.1)
-    if b.sacrum:
+    if b.sacrum and p["sacrum"] == "segments":
+        _render_segmented_sacrum(rng, cv, box, u, v, h, D, trab, cortex, p, tex)
+        return
+    if b.sacrum:  # "smooth": one tapering bone (the first finder run's phantoms)
         # tapering fused segments; S1 at the top (u = h/2)
         x = (h / 2 - u) / h  # 0 at the top, 1 at the tip
         half_d = D / 2 * (1 - 0.62 * np.clip(x, 0, 1) ** 1.2)
@@ -364,6 +368,45 @@ def _render_body(rng, cv: _Canvas, k: int, b: _Body, discs, bodies, p, tex, g) -
         _paint(cv, box, notch, p["disc_hu"])
     sub = cv.inst[box]
     sub[label] = k
+
+
+def _render_segmented_sacrum(rng, cv: _Canvas, box, u, v, h, D, trab, cortex, p, tex) -> None:
+    """S1..S5 as fused bodies: S1 looks like a lumbar body (that is what the finder must not
+    call a body), the segments taper, and between them lie remnants of the discs: a thin
+    sclerotic line, or a short disc-like gap in the middle of the depth. All of it is sacrum."""
+    fractions = np.array([0.29, 0.24, 0.2, 0.15, 0.12]) * rng.uniform(0.9, 1.1, 5)
+    fractions /= fractions.sum()
+    label = np.zeros(u.shape, bool)
+    top = h / 2
+    prev_bottom = None
+    for i, frac in enumerate(fractions):
+        gap = 0.0 if i == 0 else rng.uniform(0.0, 3.0)
+        hs = frac * h - gap
+        centre = top - gap - hs / 2
+        half_d = D / 2 * (1.0 - 0.12 * i) * rng.uniform(0.92, 1.05)
+        shift = -rng.uniform(0, 2.5) * i  # the anterior surface is concave
+        uu, vv = u - centre, v - shift
+        waist = rng.uniform(0.3, 2.0)
+        ant = -half_d + waist * (1 - np.clip(uu / (hs / 2), -1, 1) ** 2)
+        vn = (vv - 0.5 * (ant + half_d)) / (0.5 * (half_d - ant))
+        pwr = rng.uniform(5, 10)
+        top_plate = hs / 2 - (rng.uniform(0.5, 2.0) * (1 - np.clip(vv / half_d, -1, 1) ** 2) if i == 0 else 0)
+        outer = (np.abs(uu / np.maximum(np.where(uu > 0, top_plate, hs / 2), 0.5)) ** pwr + np.abs(vn) ** pwr) <= 1
+        t_c = p["cortex_mm"] * (1.3 if i == 0 else 1.0)
+        inner = (np.abs(uu / max(hs / 2 - t_c, 0.5)) ** pwr + np.abs(vn * half_d / max(half_d - t_c, 1)) ** pwr) <= 1
+        _bone(rng, cv, box, outer, inner, trab * rng.uniform(0.75, 1.05), cortex * (1.0 if i == 0 else 0.85), tex)
+        label |= outer
+        if prev_bottom is not None:
+            band = (u <= prev_bottom + 0.5) & (u >= top - gap - 0.5) & (np.abs(vv) < half_d * 0.95)
+            if gap > 1.0 and rng.random() < 0.6:  # a rudimentary disc in the middle of the depth
+                _paint(cv, box, band & (np.abs(vv) < half_d * rng.uniform(0.3, 0.8)), p["disc_hu"])
+                _paint(cv, box, band & (np.abs(vv) >= half_d * 0.8), cortex * 0.8)
+            else:  # fused: a sclerotic line
+                _paint(cv, box, band, trab + rng.uniform(100, 350))
+            label |= band
+        prev_bottom = top - gap - hs
+        top = prev_bottom
+    cv.inst[box][label] = -1
 
 
 def _render_soft(rng, cv: _Canvas, bodies: List[_Body], curve_p, g: float, p: dict) -> Tuple[np.ndarray, np.ndarray]:
@@ -581,7 +624,7 @@ def _scan(rng, hu_fine: np.ndarray, spacing_mm: float) -> Tuple[np.ndarray, floa
     return out.astype(np.float32), slice_mm, (phase, out_nz, out_ny)
 
 
-def _labels_on_grid(inst: np.ndarray, spacing_mm: float, phase: float, out_nz: int, out_ny: int) -> np.ndarray:
+def _labels_on_grid(inst: np.ndarray, spacing_mm: float, phase: float, out_nz: int, out_ny: int):
     """Nearest-neighbour labels on the network grid; touching bodies are split by background."""
     zi = np.clip(np.round(phase + np.arange(out_nz) * spacing_mm / FINE_MM).astype(int), 0, inst.shape[0] - 1)
     yi = np.clip(np.round(np.arange(out_ny) * spacing_mm / FINE_MM).astype(int), 0, inst.shape[1] - 1)
@@ -592,21 +635,31 @@ def _labels_on_grid(inst: np.ndarray, spacing_mm: float, phase: float, out_nz: i
     touching = (ids > 0) & (below != 0) & (below != ids)
     ids[touching] = 0
     labels = np.where(ids > 0, BODY, np.where(ids < 0, SACRUM, BACKGROUND)).astype(np.uint8)
-    return labels
+    return labels, ids
 
 
 def window01(hu: np.ndarray, level: float = 350.0, width: float = 1000.0) -> np.ndarray:
     return np.clip((hu - (level - width / 2.0)) / width, 0.0, 1.0).astype(np.float32)
 
 
+SACRUM_STYLES = ("segments", "smooth")
+
+
 def make_sagittal_phantom(
-    seed, spacing_mm: float = 2.0, window: Tuple[float, float] = (350.0, 1000.0),
+    seed, spacing_mm: float = 2.0, window: Tuple[float, float] = (350.0, 1000.0), sacrum: str = "segments",
 ) -> PhantomImage:
-    """One random mid-sagittal trunk image with its finder labels. `seed`: int or Generator."""
+    """One random mid-sagittal trunk image with its finder labels. `seed`: int or Generator.
+
+    sacrum: "segments" (S1..S5 as fused bodies, S1 body-like) or "smooth" (one tapering
+    bone, what the first finder run started on; kept so that run can be reproduced).
+    """
+    if sacrum not in SACRUM_STYLES:
+        raise ValueError(f"sacrum must be one of {SACRUM_STYLES}, got {sacrum!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     curve_s, curve_p, theta = _spine_curve(rng)
     bodies, discs, g = _levels(rng)
     p = _sample_params(rng)
+    p["sacrum"] = sacrum
     # rough trunk extent for the field of view (refined when the soft tissue is drawn)
     y_extent = (-p["ant_depth"] - 20, p["post_thick"] + 20)
     z_lo, z_hi, y_lo, y_hi = _field_of_view(rng, bodies, curve_s, curve_p, y_extent)
@@ -626,6 +679,6 @@ def make_sagittal_phantom(
             cv.hu[:, j:j + th] = rng.uniform(-700, -200)
             cv.hu[:, j:j + 2] = rng.uniform(-100, 300)
     hu, slice_mm, (phase, out_nz, out_ny) = _scan(rng, cv.hu, spacing_mm)
-    labels = _labels_on_grid(cv.inst, spacing_mm, phase, out_nz, out_ny)
-    n_bodies = int(ndimage.label(labels == BODY)[1])
-    return PhantomImage(window01(hu, *window), labels, hu, spacing_mm, slice_mm, n_bodies)
+    labels, ids = _labels_on_grid(cv.inst, spacing_mm, phase, out_nz, out_ny)
+    n_bodies = int(len(np.unique(ids[ids > 0])))
+    return PhantomImage(window01(hu, *window), labels, hu, ids, spacing_mm, slice_mm, n_bodies)

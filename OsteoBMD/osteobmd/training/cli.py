@@ -113,6 +113,7 @@ def run_finder(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, widths=args.widths, t=args.t, spacing_mm=args.spacing_mm, tile=args.tile,
         val_images=args.val_images, select=args.select, stop_epoch=args.stop_epoch, minutes=args.minutes,
+        phantom_sacrum=args.phantom_sacrum,
     )
     summary = train_finder(args.out, cfg, args.device, args.resume, log)
     _report(summary)
@@ -173,6 +174,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     fin.add_argument("--spacing-mm", type=float, default=2.0, help="sagittal pixel spacing the network works at")
     fin.add_argument("--tile", type=_pair, default=(160, 160), help="training tile (rows z, columns y) in pixels")
     fin.add_argument("--val-images", type=int, default=32, help="validation phantoms (a fixed seed stream)")
+    fin.add_argument("--phantom-sacrum", choices=("segments", "smooth"), default="segments",
+                     help="the phantoms' sacrum: fused body-like segments, or one smooth bone (the first run's)")
     fin.add_argument("--select", choices=("best", "last"), default="best")
     fin.add_argument("--resume", type=Path, default=None,
                      help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")

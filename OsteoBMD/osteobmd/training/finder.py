@@ -11,23 +11,23 @@ images whose body count is right).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from ..networks import R2UNet, count_parameters
 from ..synthetic.sagittal_phantom import BODY, CLASSES, SACRUM, make_sagittal_phantom
 from ..errors import InputError
 from ..progress import ProgressCallback, silent
-from .common import (
-    LOG_CSV, LogFn, Stopwatch, recalibrate_batchnorm, run_summary, seed_everything, stderr_log, utc_now,
+from .common import LogFn, recalibrate_batchnorm, seed_everything, stderr_log
+from .loop import (
+    LoopConfig, LoopResult, Trainer, optimizer_step, run_loop, start_run, trained_meta, training_record,
+    write_weights,
 )
-from .loop import Trainer, resume_point, run_loop
+from .segmentation import SAGITTAL_INPUT, segmentation_loss
 
 FINDER_FILE = "vertebra_finder_r2unet.safetensors"
 WORK_DIR = "training_finder"
@@ -39,13 +39,11 @@ SELECTION = "best val_score = mean of validation Dice body, Dice sacrum and the 
 
 
 @dataclass
-class FinderTrainConfig:
-    epochs: int = 20
+class FinderTrainConfig(LoopConfig):
+    epochs: int = 30
     steps_per_epoch: int = 40
     batch_size: int = 6
     lr: float = 2e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
     widths: Tuple[int, ...] = (16, 32, 64, 128, 256)
     t: int = 2
     spacing_mm: float = 2.0
@@ -54,34 +52,7 @@ class FinderTrainConfig:
     dice_weight: float = 1.0
     checkpoint_every: int = 1
     recalibration_batches: int = 4  # BatchNorm statistics recomputed after every epoch over this many batches
-    select: str = "best"  # or "last"
-    stop_epoch: Optional[int] = None  # stop after this epoch of the schedule planned for `epochs`
-    minutes: Optional[float] = None  # stop after the epoch that passes this wall-clock budget
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"], d["tile"] = list(self.widths), list(self.tile)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict) -> "FinderTrainConfig":
-        names = {f.name for f in fields(FinderTrainConfig)}
-        kw = {k: v for k, v in d.items() if k in names}
-        for key in ("widths", "tile"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return FinderTrainConfig(**kw)
-
-
-def finder_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0):
-    ce = F.cross_entropy(logits, target)
-    prob = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (prob * onehot).sum(dim=(0, 2, 3))
-    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
-    dice = (2.0 * inter + 1.0) / (denom + 1.0)
-    dice_loss = 1.0 - dice[1:].mean()
-    return ce + dice_weight * dice_loss, ce, dice_loss
+    phantom_sacrum: str = "segments"  # sagittal_phantom's sacrum style ("smooth": the first run's phantoms)
 
 
 def _tile(image: np.ndarray, labels: np.ndarray, tile: Tuple[int, int], rng) -> Tuple[np.ndarray, np.ndarray]:
@@ -112,7 +83,7 @@ def training_batch(cfg: FinderTrainConfig, epoch: int, step: int) -> Tuple[torch
     rng = np.random.default_rng([int(cfg.seed), int(epoch), int(step)])
     xs, ys = [], []
     for _ in range(cfg.batch_size):
-        ph = make_sagittal_phantom(rng, cfg.spacing_mm)
+        ph = make_sagittal_phantom(rng, cfg.spacing_mm, sacrum=cfg.phantom_sacrum)
         x, y = _tile(ph.image01, ph.labels, cfg.tile, rng)
         xs.append(x)
         ys.append(y)
@@ -124,7 +95,8 @@ def validation_set(cfg: FinderTrainConfig) -> List[Tuple[np.ndarray, np.ndarray]
     out = []
     m = 2 ** (len(cfg.widths) - 1)
     for i in range(cfg.val_images):
-        ph = make_sagittal_phantom(np.random.default_rng([VAL_STREAM, int(cfg.seed), i]), cfg.spacing_mm)
+        ph = make_sagittal_phantom(np.random.default_rng([VAL_STREAM, int(cfg.seed), i]), cfg.spacing_mm,
+                                   sacrum=cfg.phantom_sacrum)
         shape = tuple(int(np.ceil(n / m) * m) for n in ph.image01.shape)
         x = np.zeros(shape, np.float32)
         y = np.zeros(shape, np.uint8)
@@ -167,20 +139,11 @@ LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_ce", "train_dice_loss", "val_
 
 def finder_metadata(cfg: FinderTrainConfig, training: dict) -> dict:
     """The weights' metadata: what the pipeline reads (preprocessing) and the class contract."""
-    return {
-        "kind": "segmentation",
-        "task": "vertebra_finder",
-        "trained": True,
-        "classes": dict(CLASSES),
-        "labels": {str(v): k for k, v in CLASSES.items()},
-        "output": f"logits (N, {NUM_CLASSES}, H, W); softmax over the classes",
-        "preprocessing": {
-            "window_level": 350.0, "window_width": 1000.0, "spacing_mm": cfg.spacing_mm, "crop_size": None,
-            "pad_multiple": 2 ** (len(cfg.widths) - 1),
-            "input": "sagittal slab slices s[z, y] of canal.detect_canal, windowed to [0, 1] (sagittal.prepare_for_network)",
-        },
-        "training": training,
-    }
+    preprocessing = {"window_level": 350.0, "window_width": 1000.0, "spacing_mm": cfg.spacing_mm, "crop_size": None,
+                     "pad_multiple": 2 ** (len(cfg.widths) - 1), "input": SAGITTAL_INPUT}
+    return trained_meta("segmentation", preprocessing, training, task="vertebra_finder", classes=dict(CLASSES),
+                        labels={str(v): k for k, v in CLASSES.items()},
+                        output=f"logits (N, {NUM_CLASSES}, H, W); softmax over the classes")
 
 
 def train_finder(out_dir, config: Optional[FinderTrainConfig] = None, device="cpu", resume=None,
@@ -190,18 +153,16 @@ def train_finder(out_dir, config: Optional[FinderTrainConfig] = None, device="cp
     With `resume` (a checkpoint file or its folder) the run's stored settings are used;
     only epochs, stop_epoch and minutes are taken from `config`.
     """
-    from ..weights import resolve_device, save_model
+    from ..weights import save_model
 
-    out_dir = Path(out_dir)
-    work = out_dir / WORK_DIR
-    config = config or FinderTrainConfig()
-    ckpt_path, info = resume_point(resume, "finder")
-    if info is not None:
-        config = FinderTrainConfig.from_dict(
-            {**info["config"], "epochs": config.epochs, "stop_epoch": config.stop_epoch, "minutes": config.minutes})
-    if config.epochs < 1 or config.steps_per_epoch < 1 or config.batch_size < 2:
-        raise InputError("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2.")
-    torch_device = resolve_device(device)
+    run = start_run(out_dir, WORK_DIR, "finder", config or FinderTrainConfig(), resume, device, 2,
+                    keep=("epochs", "stop_epoch", "minutes", "phantom_sacrum"))
+    config, work, torch_device, out_dir = run.config, run.work, run.device, run.out_dir
+    # A run resumed on other phantoms validates on other phantoms: its earlier scores do not compare.
+    new_phantoms = run.stored_config is not None and \
+        run.stored_config.get("phantom_sacrum", "smooth") != config.phantom_sacrum
+    if config.steps_per_epoch < 1:
+        raise InputError("--steps-per-epoch must be at least 1.")
     seed_everything(config.seed)
     model = R2UNet(1, NUM_CLASSES, config.widths, config.t).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -215,11 +176,8 @@ def train_finder(out_dir, config: Optional[FinderTrainConfig] = None, device="cp
         totals = np.zeros(3)
         for step in range(config.steps_per_epoch):
             x, y = training_batch(config, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss, ce, dl = finder_loss(model(x.to(torch_device)), y.to(torch_device), config.dice_weight)
-            loss.backward()
-            optimizer.step()
-            totals += (loss.item(), ce.item(), dl.item())
+            totals += optimizer_step(optimizer, segmentation_loss(model(x.to(torch_device)), y.to(torch_device),
+                                                                  config.dice_weight))
             tick((step + 1) / config.steps_per_epoch)
         recalibrate_batchnorm(model, (training_batch(config, epoch, RECALIBRATION_STEP + k)[0].to(torch_device)
                                       for k in range(config.recalibration_batches)))
@@ -229,26 +187,21 @@ def train_finder(out_dir, config: Optional[FinderTrainConfig] = None, device="cp
         return (f"loss {row['train_loss']:.4f}, val Dice body {row['val_dice_body']:.3f} sacrum "
                 f"{row['val_dice_sacrum']:.3f}, body count right {row['val_count_ok'] * 100:.0f}%")
 
-    clock = Stopwatch()
+    clock = run.clock
+    loss_name = "softmax cross-entropy + soft Dice (body, sacrum)"
 
-    def training_record(epoch: int, metrics: dict, last: dict) -> dict:
-        return {
-            "date": utc_now(),
-            "data": "synthetic.sagittal_phantom, generated on the fly: seeds (seed, epoch, step); "
-                    f"validation: {config.val_images} phantoms of stream {VAL_STREAM}",
-            **run_summary(config, epoch, SELECTION, "softmax cross-entropy + soft Dice (body, sacrum)", metrics,
-                          last, torch_device, clock.seconds()),
-        }
+    def write_best(model, row) -> None:  # at every new best, so a long run always has usable weights
+        now = LoopResult(row["epoch"], True, row, row, [], clock.seconds())
+        save_model(model, out_dir / FINDER_FILE,
+                   finder_metadata(config, training_record(config, now, SELECTION, loss_name, data, torch_device,
+                                                           clock.seconds())))
 
-    def write_weights(model, row) -> None:  # every new best, so a long run always has usable weights
-        save_model(model, out_dir / FINDER_FILE, finder_metadata(config, training_record(row["epoch"], row, row)))
-
+    data = (f"synthetic.sagittal_phantom (sacrum: {config.phantom_sacrum}) generated on the fly, seeds "
+            f"(seed, epoch, step); validation: {config.val_images} phantoms of seed stream {VAL_STREAM}")
     trainer = Trainer(kind="finder", work=work, log_columns=LOG_COLUMNS, train_epoch=train_epoch,
                       validate=lambda m: validate(m, val, torch_device), describe=describe,
-                      run_info={"config": config.to_dict()}, on_best=write_weights)
-    result = run_loop(model, optimizer, config, trainer, ckpt_path, log, progress)
-    meta = finder_metadata(config, training_record(result.selected_epoch, result.selected, result.last))
-    path = save_model(model, out_dir / FINDER_FILE, meta)
-    log(f"finder weights written to {path} (epoch {result.selected_epoch})")
-    return {"weights": str(path), "log": str(work / LOG_CSV), "checkpoints": result.checkpoints,
-            "metrics": meta["training"]["metrics"], "selected_epoch": result.selected_epoch, "meta": meta}
+                      run_info={"config": config.to_dict()}, on_best=write_best)
+    result = run_loop(model, optimizer, config, trainer, run.checkpoint, log, progress, fresh_validation=new_phantoms)
+    meta = finder_metadata(config, training_record(config, result, SELECTION, loss_name, data, torch_device,
+                                                   clock.seconds()))
+    return write_weights(model, out_dir / FINDER_FILE, meta, result, work, "finder", log, progress)
