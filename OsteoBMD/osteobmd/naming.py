@@ -55,6 +55,12 @@ class LevelNaming:
     def transitional(self) -> bool:
         return TRANSITIONAL_FLAG in self.flags
 
+    @property
+    def anchors_agree(self) -> Optional[bool]:
+        if self.transitional:
+            return False
+        return True if self.anchor == "sacrum+ribs" else None
+
     def body_named(self, name: str) -> Optional[int]:
         return self.names.index(name) if name in self.names else None
 
@@ -64,6 +70,9 @@ class LevelNaming:
             "anchor": self.anchor,
             "message": self.message,
             "flags": list(self.flags),
+            # Whether counting from the sacrum and from the ribs were compared and agree
+            # (None: only one anchor could be used, nothing to compare).
+            "anchors_agree": self.anchors_agree,
             "bodies": [{"name": n, "named_from": s} for n, s in zip(self.names, self.sources)],
             "named_levels": [n for n in self.names if n is not None],
         }

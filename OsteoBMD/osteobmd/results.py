@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -19,7 +19,7 @@ PATCHES_NPZ = "patches.npz"
 PATCHES_PNG = "patches.png"
 OVERVIEW_PNG = "overview.png"
 SCENE_MRB = "scene.mrb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -71,11 +71,14 @@ class CaseResult:
     messages: List[str] = field(default_factory=list)
     timings_s: Dict[str, float] = field(default_factory=dict)
     versions: Dict[str, str] = field(default_factory=dict)
-    # The anatomy that anchored the level names: "sacrum", "T12", "sacrum+T12", "none"
-    # (named without an anchor) or "user" (the user's label map); and whether the names
-    # agree with it (None: nothing to check against).
+    # The anatomy the level names were counted from: "sacrum+ribs" (both agree), "sacrum",
+    # "ribs", "sacrum|ribs" (each names its own side of a missed body), "none" (not named) or
+    # "user" (the user's label map); whether two anchors were checked against each other and
+    # agree (False: they disagree, transitional anatomy; None: nothing to check against);
+    # and the naming stage's whole record (naming.LevelNaming.to_dict()).
     level_anchor: str = "none"
     levels_consistent: Optional[bool] = None
+    level_naming: Optional[dict] = None
     mask_source: str = "network"  # "network" or "user" (--mask)
     calibration: Optional[dict] = None
     schema_version: int = SCHEMA_VERSION
@@ -134,3 +137,22 @@ def csv_rows(result: CaseResult) -> List[dict]:
             "from_corrected_mask": int(v.from_corrected_mask),
         })
     return rows
+
+
+ANCHOR_WORDS = {
+    "sacrum+ribs": "counted from the sacrum and the ribs (both agree)",
+    "sacrum": "counted up from the sacrum only",
+    "ribs": "counted down from the lowest rib (T12) only",
+    "sacrum|ribs": "counted from the sacrum below a missed body and from the ribs above it",
+    "user": "as named in the user's label map",
+}
+
+
+def level_naming_summary(result: CaseResult) -> Tuple[str, bool, str]:
+    """(how the levels were named, whether the names can be trusted, the naming notes) for tables."""
+    naming = result.level_naming or {}
+    how = ANCHOR_WORDS.get(result.level_anchor, "not named: no anatomical anchor in view")
+    flags = list(naming.get("flags", []))
+    trusted = result.level_anchor == "user" or (bool(naming.get("valid")) and not flags)
+    notes = "; ".join([m for m in [naming.get("message")] if m] + flags)
+    return how, trusted, notes

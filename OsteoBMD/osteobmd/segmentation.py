@@ -1,8 +1,9 @@
-"""METHOD 2 inference: R2U-Net on the candidate sagittal slab, fused into one label map.
+"""METHOD 2 inference: the R2U-Net vertebra finder on the candidate sagittal slab.
 
 Each slab slice is windowed, resampled and passed through the network; the softmax
-probabilities of all slices are averaged (fusion), the argmax is mapped back to the CT's
-sagittal grid and written into every slab slice of a label volume on the CT's grid.
+probabilities of all slices are averaged (fusion) and the argmax is mapped back to the CT's
+sagittal grid: background, vertebral body or sacrum. The network does not name levels
+(Decision, docs/METHOD.md section 2): naming.py counts them from the sacrum and the ribs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 
 from .canal import CanalResult
-from .config import LABEL_OF, SegmentationConfig
+from .config import SegmentationConfig
 from .progress import ProgressCallback, silent
 from .sagittal import SagittalGrid, sagittal_slice, window01
 from .weights import network_config
@@ -24,22 +24,6 @@ from .weights import network_config
 
 def _size_multiple(model: torch.nn.Module) -> int:
     return int(getattr(model, "size_multiple", 16))
-
-
-def keep_largest_component(labels2d: np.ndarray) -> np.ndarray:
-    """One body per label: stray islands of a label are background."""
-    out = np.zeros_like(labels2d)
-    for value in np.unique(labels2d):
-        if value == 0:
-            continue
-        comps, n = ndimage.label(labels2d == value)
-        if n > 1:
-            sizes = np.bincount(comps.ravel())
-            sizes[0] = 0
-            out[comps == int(np.argmax(sizes))] = value
-        else:
-            out[comps == 1] = value
-    return out
 
 
 def fused_probabilities(
@@ -68,28 +52,32 @@ def fused_probabilities(
 
 @dataclass
 class Segmentation:
-    labels: sitk.Image  # L1-L4 (1..4) on the CT's grid, in the slab's sagittal slices
-    fused: np.ndarray  # the fused sagittal class map s[z, y], anchor classes included
+    """What the finder saw on the slab: a sagittal class map on the CT's own sagittal grid."""
+
+    fused: np.ndarray  # s[z, y]: 0 background, 1 vertebral body, 2 sacrum (FINDER_CLASSES)
     spacing_zy: Tuple[float, float]  # of `fused`, in mm
+    slab_indices: Tuple[int, ...]  # the CT's x indices (LPS array i) the map was fused over
+
+    def labels_volume(self, ct: sitk.Image, sagittal_labels: np.ndarray) -> sitk.Image:
+        """A label volume on the CT's grid holding `sagittal_labels` in every slab slice."""
+        out = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8)
+        for i in self.slab_indices:
+            out[:, :, i] = sagittal_labels
+        image = sitk.GetImageFromArray(out)
+        image.CopyInformation(ct)
+        return image
 
 
-def segment_lumbar(
+def find_vertebrae(
     ct: sitk.Image, canal: CanalResult, model: torch.nn.Module, meta: dict,
     cfg: SegmentationConfig = SegmentationConfig(), device: torch.device = torch.device("cpu"),
     progress: ProgressCallback = silent,
 ) -> Segmentation:
-    """Segment L1-L4 (and the anchor classes, kept in `fused`) on the canal's sagittal slab."""
-    progress("segmentation", 0.0, "segmenting L1-L4 on sagittal images")
+    """Vertebral bodies and the sacrum on the canal's sagittal slab (no level names: naming.py counts)."""
+    progress("segmentation", 0.0, "finding vertebral bodies on sagittal images")
     cfg = network_config(meta, cfg)
     volume = sitk.GetArrayViewFromImage(ct)
     sx, sy, sz = ct.GetSpacing()
     probs = fused_probabilities(volume, canal.slab_indices, (sz, sy), model, cfg, device, progress)
-    fused = keep_largest_component(np.argmax(probs, axis=0).astype(np.uint8))
-    lumbar = np.where(fused <= max(LABEL_OF.values()), fused, 0).astype(np.uint8)
-    out = np.zeros(volume.shape, np.uint8)
-    for i in canal.slab_indices:
-        out[:, :, i] = lumbar
-    image = sitk.GetImageFromArray(out)
-    image.CopyInformation(ct)
-    progress("segmentation", 1.0, "segmentation done")
-    return Segmentation(image, fused, (sz, sy))
+    progress("segmentation", 1.0, "vertebral bodies found")
+    return Segmentation(np.argmax(probs, axis=0).astype(np.uint8), (sz, sy), tuple(canal.slab_indices))

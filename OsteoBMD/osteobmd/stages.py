@@ -5,8 +5,8 @@
 
 `pipeline.run_case` chains them. With a user's label map (--mask) the three middle stages
 are replaced by `user_labelling`. The work itself lives in one module per step (io, canal,
-segmentation, levels, calibration, patches, regression, validity); a stage fixes what goes
-in and what comes out.
+segmentation, bodies/ribs/naming, calibration, patches, regression, validity); a stage fixes
+what goes in and what comes out.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from .calibration import Calibration, resolve_calibration
 from .canal import CanalResult, detect_canal
 from .config import LABEL_OF, VERTEBRA_NAMES, CanalConfig, PatchConfig, SegmentationConfig, classify_bmd
 from .errors import InputError
-from .levels import LevelCheck, check_levels
+from .bodies import find_bodies
+from .naming import LevelNaming, name_levels as count_levels
 from .patches import Patch, VertebraGeometry, extract_patch, vertebra_geometry
 from .progress import ProgressCallback, silent
 from .regression import predict_bmd
 from .results import CaseResult, VertebraResult
-from .segmentation import Segmentation, segment_lumbar
+from .ribs import detect_ribs
+from .segmentation import Segmentation, find_vertebrae
 from .validity import bmd_reasons, geometry_reasons
 from .weights import Models
 
@@ -46,7 +48,7 @@ class Labelling:
     """The L1-L4 label map that is measured, and how far its level names can be trusted."""
 
     labels: sitk.Image
-    level_check: LevelCheck
+    naming: Optional[LevelNaming]  # None for the user's label map (names as the user gave them)
     source: str  # "network" or "user"
     spine_center_lps_mm: Optional[np.ndarray] = None
     notes: List[str] = field(default_factory=list)
@@ -77,33 +79,31 @@ def find_spine(ct: sitk.Image, cfg: CanalConfig = CanalConfig(), progress: Progr
 
 def segment(ct: sitk.Image, canal: CanalResult, models: Models, cfg: SegmentationConfig = SegmentationConfig(),
             progress: ProgressCallback = silent) -> Segmentation:
-    """L1-L4 on the slab; InputError when none is found (a scan of another body part)."""
-    segmentation = segment_lumbar(ct, canal, models.segmentation, models.segmentation_meta, cfg, models.device,
+    """Vertebral bodies and the sacrum on the slab; InputError when no body is found."""
+    segmentation = find_vertebrae(ct, canal, models.segmentation, models.segmentation_meta, cfg, models.device,
                                   progress)
-    if not sitk.GetArrayViewFromImage(segmentation.labels).any():
+    if not (segmentation.fused == 1).any():
         raise InputError(
-            "No lumbar vertebra (L1-L4) was found in this scan. OsteoBMD needs a CT that shows "
+            "No vertebral body was found in this scan. OsteoBMD needs a CT that shows "
             "the lumbar spine; this one may show another part of the body."
         )
     return segmentation
 
 
 def name_levels(ct: sitk.Image, canal: CanalResult, segmentation: Segmentation) -> Labelling:
-    """Which body is L1..L4, and how sure that is.
-
-    Today the network's names are kept and checked against the anchors it also segments
-    (levels.check_levels); counting from the sacrum and the ribs would replace this stage.
-    """
-    check = check_levels(segmentation.fused, segmentation.spacing_zy)
-    return Labelling(segmentation.labels, check, "network", canal.spine_center_lps_mm)
+    """Which body is L1..L4, counted from the sacrum and from the lowest rib-bearing vertebra."""
+    finding = find_bodies(segmentation.fused, segmentation.spacing_zy)
+    naming = count_levels(finding, detect_ribs(ct, finding, canal))
+    labels = segmentation.labels_volume(ct, naming.lumbar_labels)
+    return Labelling(labels, naming, "network", canal.spine_center_lps_mm)
 
 
 def user_labelling(labels: sitk.Image) -> Labelling:
     """The user's label map stands in for find the spine / segment / name the levels."""
     if not sitk.GetArrayViewFromImage(labels).any():
         raise InputError("The label map is empty: label L1-L4 (values 1-4) before measuring.")
-    return Labelling(labels, LevelCheck("user", None, ["Levels as named in the user's label map."]), "user",
-                     notes=["Measured from a user-given label map (segmentation skipped)."])
+    return Labelling(labels, None, "user", notes=["Measured from a user-given label map (segmentation skipped); "
+                                                  "levels as named in it."])
 
 
 def calibrate(ct: sitk.Image, request: Calibration, spine_center_lps_mm=None) -> Calibration:
@@ -137,12 +137,21 @@ def regress(models: Models, measured: Measurements, progress: ProgressCallback =
     return {n: float(b) for n, b in zip(names, bmd)}
 
 
-def vertebra_verdicts(measured: Measurements, bmd: Dict[str, float], from_user_labels: bool) -> List[VertebraResult]:
+def naming_reasons(naming: Optional[LevelNaming]) -> List[str]:
+    """Why no level can be trusted when the bodies could not be named by counting."""
+    if naming is None or naming.valid:
+        return []
+    return ["levels could not be named by counting from the sacrum or the ribs (see the naming note)"]
+
+
+def vertebra_verdicts(measured: Measurements, bmd: Dict[str, float], from_user_labels: bool,
+                      naming: Optional[LevelNaming] = None) -> List[VertebraResult]:
     """One result per level L1-L4; valid only when no reason speaks against it."""
     vertebrae = []
     for name in VERTEBRA_NAMES:
         g = measured.geometry.get(name)
-        reasons = list(measured.reasons[name]) + (bmd_reasons(bmd[name]) if name in bmd else [])
+        reasons = (naming_reasons(naming) + list(measured.reasons[name])
+                   + (bmd_reasons(bmd[name]) if name in bmd else []))
         vertebrae.append(VertebraResult(
             name=name,
             bmd_mg_cm3=round(bmd[name], 2) if name in bmd else None,
@@ -179,10 +188,16 @@ def calibration_notes(calibration: Calibration) -> List[str]:
     return []
 
 
+def naming_notes(naming: Optional[LevelNaming]) -> List[str]:
+    if naming is None:
+        return []
+    return [naming.message] + [f"Level names: {flag}." for flag in naming.flags]
+
+
 def verdicts_and_mean(case_id: str, measured: Measurements, bmd: Dict[str, float], labelling: Labelling,
                       calibration: Calibration, mean_vertebrae: Sequence[str]) -> CaseResult:
     """The case's result: per-vertebra verdicts, the mean and its class, and the notes."""
-    vertebrae = vertebra_verdicts(measured, bmd, labelling.source == "user")
+    vertebrae = vertebra_verdicts(measured, bmd, labelling.source == "user", labelling.naming)
     mean, mean_notes = mean_bmd(vertebrae, mean_vertebrae)
     return CaseResult(
         case=case_id,
@@ -191,9 +206,10 @@ def verdicts_and_mean(case_id: str, measured: Measurements, bmd: Dict[str, float
         mean_vertebrae=list(mean_vertebrae),
         classification=classify_bmd(mean) if mean is not None else None,
         valid=mean is not None,
-        messages=labelling.notes + calibration_notes(calibration) + mean_notes + labelling.level_check.messages,
-        level_anchor=labelling.level_check.anchor,
-        levels_consistent=labelling.level_check.consistent,
+        messages=labelling.notes + calibration_notes(calibration) + mean_notes + naming_notes(labelling.naming),
+        level_anchor="user" if labelling.naming is None else (labelling.naming.anchor or "none"),
+        levels_consistent=labelling.naming.anchors_agree if labelling.naming is not None else None,
+        level_naming=labelling.naming.to_dict() if labelling.naming is not None else None,
         mask_source=labelling.source,
         calibration=calibration.to_dict() if calibration.requested != "none" else None,
     )

@@ -48,7 +48,9 @@ from .errors import InputError, NoTrainedWeightsError
 
 PathLike = Union[str, Path]
 
-SEGMENTATION_FILE = "segmentation_r2unet.safetensors"
+# The segmentation network finds vertebral bodies and the sacrum; naming.py names them.
+SEGMENTATION_FILE = "vertebra_finder_r2unet.safetensors"
+FINDER_TASK = "vertebra_finder"
 REGRESSION_FILE = "regression_densenet121.safetensors"
 FILE_OF_KIND = {"segmentation": SEGMENTATION_FILE, "regression": REGRESSION_FILE}
 KINDS = tuple(FILE_OF_KIND)
@@ -263,8 +265,20 @@ def weights_path(kind: str, weights_dir: Optional[PathLike] = None) -> Path:
 def load_segmentation_model(
     weights_dir: Optional[PathLike] = None, device: Union[str, torch.device] = "auto"
 ) -> Tuple[nn.Module, dict]:
-    """The trained R2U-Net and its metadata (preprocessing it was trained with, metrics)."""
-    return load_model(weights_path("segmentation", weights_dir), "segmentation", device)
+    """The trained R2U-Net vertebra finder and its metadata (preprocessing it was trained with, metrics).
+
+    Weights of the earlier design, which named L1-L4 by their place in the image, are refused:
+    the pipeline now counts levels itself and needs a finder (classes body and sacrum).
+    """
+    path = weights_path("segmentation", weights_dir)
+    model, meta = load_model(path, "segmentation", device)
+    if meta.get("task") != FINDER_TASK:
+        raise InputError(
+            f"'{path.name}' holds segmentation weights that name L1-L4 by their place in the image "
+            f"(task {meta.get('task')!r}); OsteoBMD now needs a vertebra finder (task '{FINDER_TASK}'). "
+            f"Train one with `osteobmd train finder OUT`, or put the shipped {SEGMENTATION_FILE} back."
+        )
+    return model, meta
 
 
 def load_regression_model(

@@ -129,7 +129,11 @@ def test_table_holds_the_bmds_of_results_json(loaded):
     table = nodes.table
     columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
     assert columns == ["Vertebra", "BMD", "Class", "Valid", "Reasons", "Patch centre", "Corrected mask"]
-    assert table.GetNumberOfRows() == len(result.vertebrae) + 1
+    assert table.GetNumberOfRows() == len(result.vertebrae) + 2  # + the mean and the level names
+    # The last row says how the levels were named, in the naming stage's own words.
+    naming_row = table.GetNumberOfRows() - 1
+    assert table.GetCellText(naming_row, 0) == "Level names"
+    assert table.GetCellText(naming_row, 4).startswith(result.level_naming["message"])
     bmd_column = table.GetTable().GetColumnByName("BMD")
     for row, v in enumerate(result.vertebrae):
         assert table.GetCellText(row, 0) == v.name
@@ -230,7 +234,7 @@ def test_edited_mask_recomputes_and_is_marked_corrected(loaded, tmp_path):
     assert nodes2.segmentation is nodes.segmentation and nodes2.table is nodes.table
     assert (read_lps(masks.export_mask_file(scene, nodes2.segmentation, nodes2.ct, str(tmp_path / "again.nrrd")))
             == LABEL_OF[target]).sum() == left
-    rows = range(nodes2.table.GetNumberOfRows() - 1)
+    rows = range(nodes2.table.GetNumberOfRows() - 2)
     assert all(nodes2.table.GetCellText(r, 6) == "yes" for r in rows)
     assert nodes2.table.GetAttribute("OsteoBMD.MaskSource") == "user"
 
@@ -309,7 +313,7 @@ def test_scene_mrb_loads_back_with_ct_segmentation_and_table(scene, pipeline_out
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
         list(VERTEBRA_NAMES)
     table = scene.GetFirstNodeByClass("vtkMRMLTableNode")
-    assert table.GetNumberOfRows() == len(result.vertebrae) + 1
+    assert table.GetNumberOfRows() == len(result.vertebrae) + 2  # + the mean and the level names
     for row, v in enumerate(result.vertebrae):
         assert table.GetCellText(row, 0) == v.name
         if v.bmd_mg_cm3 is not None:

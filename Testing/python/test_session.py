@@ -285,7 +285,7 @@ def test_measure_commits_the_run_and_loads_it(make_session, fake_python, toy_fil
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
         list(VERTEBRA_NAMES)
     assert segmentation.ContainsRepresentation(slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
-    assert nodes.table.GetNumberOfRows() == len(nodes.result.vertebrae) + 1
+    assert nodes.table.GetNumberOfRows() == len(nodes.result.vertebrae) + 2  # + the mean and the level names
     assert nodes.table.GetColumnTitle("BMD") == "BMD (mg/cm³)"  # the titles given to the session
     assert nodes.result.mean_vertebrae == ["L1", "L2"]
     assert not session.masks_edited and not session.has_reader_masks()
@@ -488,7 +488,7 @@ def test_views_jump_to_a_vertebra(make_session, fake_python, toy_files, scene):
     assert session.jump_to_vertebra("L3")
     target = views.vertebra_center_ras(session.result_nodes.result, "L3")
     assert slices["Red"].GetSliceToRAS().GetElement(2, 3) == pytest.approx(target[2], abs=1e-3)
-    mean_row = session.result_nodes.table.GetCellText(session.result_nodes.table.GetNumberOfRows() - 1, 0)
+    mean_row = session.result_nodes.table.GetCellText(session.result_nodes.table.GetNumberOfRows() - 2, 0)
     assert not session.jump_to_vertebra(mean_row)  # the mean row has no vertebra
 
 

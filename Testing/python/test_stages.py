@@ -11,7 +11,7 @@ from osteobmd.canal import CanalResult
 from osteobmd.cli import SAMPLE_CT
 from osteobmd.config import PatchConfig, SegmentationConfig
 from osteobmd.errors import InputError
-from osteobmd.levels import LevelCheck
+from osteobmd.naming import LevelNaming
 from osteobmd.patches import network_input
 from osteobmd.results import PatchInfo
 from osteobmd.segmentation import Segmentation
@@ -48,38 +48,72 @@ def test_spine_and_segment_on_the_real_sample():
     models = load_models(device="cpu")
     canal = stages.find_spine(ct)
     segmentation = stages.segment(ct, canal, models)
-    labels = sitk.GetArrayViewFromImage(segmentation.labels)
-    assert segmentation.labels.GetSize() == ct.GetSize()
-    assert set(np.unique(labels)) - {0} and set(np.unique(labels)) <= {0, 1, 2, 3, 4}
-    # Labels only in the canal's sagittal slab, the same fused map in each of its slices.
-    in_slab = np.flatnonzero(labels.any(axis=(0, 1)))
-    assert set(in_slab) <= set(canal.slab_indices)
-    assert segmentation.fused.shape == labels[:, :, 0].shape
+    # The finder's classes on the CT's own sagittal grid: background, body, sacrum.
+    assert segmentation.fused.shape == (ct.GetSize()[2], ct.GetSize()[1])
+    assert set(np.unique(segmentation.fused)) <= {0, 1, 2} and (segmentation.fused == 1).any()
     assert segmentation.spacing_zy == (ct.GetSpacing()[2], ct.GetSpacing()[1])
+    assert segmentation.slab_indices == tuple(canal.slab_indices)
+    volume = sitk.GetArrayFromImage(segmentation.labels_volume(ct, (segmentation.fused == 1).astype(np.uint8)))
+    assert set(np.flatnonzero(volume.any(axis=(0, 1)))) == set(canal.slab_indices)
 
 
-def test_name_levels_keeps_the_labels_and_judges_the_names(toy):
+def _finder_map(labels: sitk.Image, sacrum_level: str = None) -> np.ndarray:
+    """The toy's mid-sagittal bodies as the finder would see them; one of them may be called sacrum."""
+    lab = sitk.GetArrayViewFromImage(labels).max(axis=2)
+    fused = (lab > 0).astype(np.uint8)
+    if sacrum_level:
+        fused[lab == VERTEBRAE_ORDER.index(sacrum_level) + 1] = 2
+    return fused
+
+
+VERTEBRAE_ORDER = ["L1", "L2", "L3", "L4"]
+
+
+def _slab_canal(ct):
+    x = ct.GetOrigin()[0] + np.arange(ct.GetSize()[0]) * ct.GetSpacing()[0]
+    slab = [int(i) for i in np.flatnonzero(np.abs(x - 4.0) <= 3.5)]
+    return CanalResult(np.zeros((1, 3)), np.zeros(1, int), np.array([4.0, 30.0, 90.0]), slab)
+
+
+def test_name_levels_counts_up_from_the_sacrum_into_the_slab(toy):
     ct, labels = toy
-    def fused(values):  # bodies from superior to inferior, 36 mm apart
-        image = np.zeros((220, 60), np.uint8)
-        for n, value in enumerate(values):
-            image[200 - n * 24 - 8:200 - n * 24 + 8, 20:45] = value
-        return image
-
-    canal = CanalResult(np.zeros((1, 3)), np.zeros(1, int), np.array([4.0, 30.0, 90.0]), [10, 11, 12])
-    labelling = stages.name_levels(ct, canal, Segmentation(labels, fused([7, 1, 2, 3, 4, 5, 6]), (1.5, 1.5)))
-    assert labelling.source == "network" and labelling.labels is labels
+    canal = _slab_canal(ct)
+    spacing = (ct.GetSpacing()[2], ct.GetSpacing()[1])
+    # The lowest block plays the sacrum: the three bodies above it are L5, L4 and L3.
+    fused = _finder_map(labels, sacrum_level="L4")
+    labelling = stages.name_levels(ct, canal, Segmentation(fused, spacing, tuple(canal.slab_indices)))
+    assert labelling.source == "network" and labelling.naming.anchor == "sacrum" and labelling.naming.valid
     np.testing.assert_allclose(labelling.spine_center_lps_mm, [4.0, 30.0, 90.0])
-    assert (labelling.level_check.anchor, labelling.level_check.consistent) == ("sacrum+T12", True)
-    shifted = fused([7, 1, 2, 3, 4, 6])  # L4 straight on the sacrum: the names may be shifted
-    doubtful = stages.name_levels(ct, canal, Segmentation(labels, shifted, (1.5, 1.5))).level_check
-    assert doubtful.consistent is False
+    out = sitk.GetArrayViewFromImage(labelling.labels)
+    toy_labels = sitk.GetArrayViewFromImage(labels)
+    i = canal.slab_indices[len(canal.slab_indices) // 2]
+    # The toy's L1 block is counted as L3 and its L2 block as L4; its L3 block (now L5) is not measured.
+    assert set(np.unique(out[toy_labels[:, :, i] == 1, i])) == {3}
+    assert set(np.unique(out[toy_labels[:, :, i] == 2, i])) == {4}
+    assert not out[toy_labels[:, :, i] == 3, i].any()
+    outside = [k for k in range(out.shape[2]) if k not in canal.slab_indices]
+    assert not out[:, :, outside].any()
+
+
+def test_without_an_anchor_no_level_is_named_and_every_level_says_why(toy, regression_only):
+    ct, labels = toy
+    canal = _slab_canal(ct)
+    fused = _finder_map(labels)  # four bodies, no sacrum, no ribs in the toy
+    labelling = stages.name_levels(ct, canal, Segmentation(fused, (ct.GetSpacing()[2], ct.GetSpacing()[1]),
+                                                           tuple(canal.slab_indices)))
+    assert not labelling.naming.valid and labelling.naming.anchor is None
+    assert not sitk.GetArrayViewFromImage(labelling.labels).any()
+    measured = stages.cut_patches(ct, labelling.labels, no_calibration(), PatchConfig(), SegmentationConfig())
+    result = stages.verdicts_and_mean("toy", measured, {}, labelling, no_calibration(), ("L1", "L2", "L3"))
+    assert not result.valid and result.level_anchor == "none" and result.level_naming["valid"] is False
+    assert all(any("could not be named" in r for r in v.reasons) for v in result.vertebrae)
+    assert labelling.naming.message in result.messages
 
 
 def test_user_labelling_is_marked_and_an_empty_one_refused(toy):
     _, labels = toy
     labelling = stages.user_labelling(labels)
-    assert labelling.source == "user" and labelling.level_check.anchor == "user"
+    assert labelling.source == "user" and labelling.naming is None
     assert labelling.spine_center_lps_mm is None and labelling.notes
     empty = sitk.Image(labels.GetSize(), sitk.sitkUInt8)
     with pytest.raises(InputError, match="empty"):
@@ -148,7 +182,8 @@ def test_verdicts_flag_implausible_bmd_and_the_mean_skips_invalid_levels():
 
 def test_verdicts_and_mean_assemble_the_result_and_its_notes_in_order(toy):
     _, labels = toy
-    labelling = stages.Labelling(labels, LevelCheck("sacrum", True, ["names ok"]), "user", notes=["user map"])
+    naming = LevelNaming(["L1", "L2", "L3", "L4", "L5"], "sacrum", True, "names ok", sources=["sacrum"] * 5)
+    labelling = stages.Labelling(labels, naming, "network", notes=["user map"])
     measured = _measured({"L1": 150.0, "L2": 114.0, "L3": 78.0, "L4": 42.0})
     refused = parse_calibration("internal")
     refused = type(refused)(kind="none", requested="internal", note="no air")
@@ -157,5 +192,7 @@ def test_verdicts_and_mean_assemble_the_result_and_its_notes_in_order(toy):
     assert (result.case, result.mean_bmd_mg_cm3, result.classification, result.valid) == ("c1", 90.0, "osteopenia", True)
     assert result.messages == ["user map", "HU calibration 'internal' could not be made (no air); raw HU used.",
                                "names ok"]
-    assert result.mask_source == "user" and all(v.from_corrected_mask for v in result.vertebrae)
+    assert result.mask_source == "network" and not any(v.from_corrected_mask for v in result.vertebrae)
     assert result.calibration["requested"] == "internal" and result.level_anchor == "sacrum"
+    assert result.level_naming["named_levels"] == ["L1", "L2", "L3", "L4", "L5"]
+    assert result.levels_consistent is None  # one anchor: nothing to check the names against

@@ -1,11 +1,11 @@
-"""The BMD table node: one row per vertebra, then a row for the mean."""
+"""The BMD table node: one row per vertebra, then a row for the mean and one for how the levels were named."""
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import vtk
 
 from osteobmd.config import VERTEBRA_NAMES, classify_bmd
-from osteobmd.results import CaseResult
+from osteobmd.results import CaseResult, level_naming_summary
 
 from .conventions import ATTR_CLASS, ATTR_MASK_SOURCE, ATTR_MEAN, ATTR_ROLE, lps_to_ras
 
@@ -49,6 +49,16 @@ def bmd_rows(result: CaseResult) -> List[dict]:
         "Class": result.classification or "",
         "Valid": "yes" if result.valid else "no",
         "Reasons": "; ".join(result.messages),
+        "Patch centre": "",
+        "Corrected mask": "yes" if result.mask_source == "user" else "no",
+    })
+    how, trusted, notes = level_naming_summary(result)
+    rows.append({
+        "Vertebra": "Level names",
+        "BMD": float("nan"),
+        "Class": how,
+        "Valid": "yes" if trusted else "no",
+        "Reasons": notes,
         "Patch centre": "",
         "Corrected mask": "yes" if result.mask_source == "user" else "no",
     })
