@@ -14,6 +14,7 @@ from osteobmd.networks import BMDRegressor, R2UNet
 
 SEG_META = {
     "kind": "segmentation",
+    "task": "vertebra_finder",
     "trained": True,
     "preprocessing": {"window_level": 350.0, "window_width": 1000.0, "spacing_mm": 1.5, "crop_size": None},
     "training": {"epochs": 1, "seed": 0},
@@ -22,7 +23,7 @@ SEG_META = {
 
 def _small_seg():
     torch.manual_seed(0)
-    model = R2UNet(widths=(4, 8, 16))
+    model = R2UNet(num_classes=3, widths=(4, 8, 16))
     # Non-trivial BatchNorm statistics, so the round trip covers buffers too.
     model.train()
     with torch.no_grad():
@@ -209,3 +210,11 @@ def test_load_models_loads_the_segmentation_only_when_it_is_needed(tmp_path):
     assert isinstance(models.regression, BMDRegressor) and models.regression_meta["kind"] == "regression"
     with pytest.raises(NoTrainedWeightsError):  # no segmentation weights in the folder
         weights.load_models(tmp_path, "cpu")
+
+
+def test_weights_that_name_levels_by_position_are_refused(tmp_path):
+    """The earlier design's network named L1-L4 by place in the image; the pipeline counts instead."""
+    meta = {k: v for k, v in SEG_META.items() if k != "task"}
+    weights.save_model(_small_seg(), tmp_path / weights.SEGMENTATION_FILE, meta)
+    with pytest.raises(InputError, match="vertebra finder"):
+        weights.load_segmentation_model(tmp_path, "cpu")

@@ -32,6 +32,10 @@ from .loop import (
 from .dataset import SegmentationSamples, data_record, ground_truth_split, load_segmentation_samples
 
 NUM_CLASSES = 5  # background + L1..L4: the classes the metrics are about
+# The earlier design's network, which names L1-L4 itself. The pipeline no longer uses such
+# weights (it counts levels from the sacrum and ribs, on the vertebra finder's bodies); this
+# trainer stays for reproducing that design's results, under its own file name.
+LEVEL_NETWORK_FILE = "segmentation_r2unet.safetensors"
 # With anchors the network also segments L5, the sacrum and T12 (config.ANCHOR_CLASSES),
 # so the pipeline can check the level names against them.
 NUM_CLASSES_WITH_ANCHORS = 1 + len(VERTEBRA_NAMES) + len(ANCHOR_CLASSES)
@@ -182,7 +186,6 @@ def train_segmentation(
     With `resume` (a checkpoint file or its folder) the run's stored settings are used
     and only `config.epochs` (the new total) is taken from `config`.
     """
-    from ..weights import SEGMENTATION_FILE
 
     run = start_run(out_dir, WORK_DIR, "segmentation", config or SegmentationTrainConfig(), resume, device, 1)
     config, work, torch_device, clock = run.config, run.work, run.device, run.clock
@@ -262,4 +265,4 @@ def train_segmentation(
               **({str(v): k for k, v in ANCHOR_CLASSES.items()} if config.anchors else {})}
     meta = trained_meta("segmentation", preprocessing, training, labels=labels,
                         output=f"logits (N, {num_classes}, H, W); softmax over the classes")
-    return write_weights(model, run.out_dir / SEGMENTATION_FILE, meta, result, work, "segmentation", log, progress)
+    return write_weights(model, run.out_dir / LEVEL_NETWORK_FILE, meta, result, work, "segmentation", log, progress)
