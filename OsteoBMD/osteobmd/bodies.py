@@ -51,6 +51,10 @@ FUSED_HEIGHT_FACTOR = 1.7
 SACRUM_GAP_FACTOR = 0.8
 # A row narrower than this share of a tall piece's median row width is a disc's bridge.
 NARROW_ROW_FRACTION = 0.8
+# S1 is fused to the sacrum below it; L5 is separated from S1 by the L5-S1 disc. A lowest
+# "body" whose underside meets the sacrum with a gap thinner than this is S1 (a finder
+# trained on synthetic data often calls the real S1 a body), not L5.
+MIN_DISC_MM = 2.0
 # Pieces overlapping in z by more than this share of the shorter one belong to one body.
 SAME_BODY_Z_OVERLAP = 0.5
 # Two pieces shorter than this share of the reference height may be halves of one body.
@@ -264,6 +268,14 @@ def _find_sacrum(class_map: np.ndarray, spacing_zy) -> Optional[Sacrum]:
     return Sacrum(mask=best, top_mm=(top + 0.5) * sz, top_row=top, area_mm2=area)
 
 
+def _with_s1(sacrum: Sacrum, s1: np.ndarray, spacing_zy) -> Sacrum:
+    """The sacrum with a body piece that is really its first segment added to it."""
+    mask = sacrum.mask | s1
+    top = _rows(mask)[1]
+    return Sacrum(mask=mask, top_mm=(top + 0.5) * spacing_zy[0], top_row=top,
+                  area_mm2=float(mask.sum()) * spacing_zy[0] * spacing_zy[1])
+
+
 def _column_tops(mask: np.ndarray) -> np.ndarray:
     """Per column, the highest row of the mask (-1 where the column is empty)."""
     rows = np.arange(mask.shape[0])[:, None]
@@ -367,6 +379,9 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
             notes.append(f"{len(below)} body piece(s) below the top of the sacrum ignored")
             bodies = [b for b in bodies if not any(b is x for x in below)]
     bodies.sort(key=lambda b: b.z_center_mm)
+    if sacrum is not None and bodies and _gap_above_sacrum_mm(bodies[0].mask, sacrum, sz) < MIN_DISC_MM:
+        sacrum = _with_s1(sacrum, bodies.pop(0).mask, (sz, sy))
+        notes.append("the lowest body sits on the sacrum with no disc between: it is S1, counted with the sacrum")
     ref_h = _reference_height([b.mask for b in bodies], (sz, sy))
     expected = _local_steps(bodies, ref_h)
     breaks = {i for i, e in enumerate(expected)
