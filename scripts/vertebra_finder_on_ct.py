@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from osteobmd.canal import detect_canal
 from osteobmd.config import SegmentationConfig
-from osteobmd.io import read_ct, read_labelmap
+from osteobmd.io import read_ct, to_lps
 from osteobmd.segmentation import fused_probabilities, network_config
 from osteobmd.weights import load_model
 
@@ -112,8 +112,11 @@ def main(argv=None) -> int:
                            "z_centre_ref": lv["centre"]}
         result["levels"] = match
     if args.reference:
+        # one label per level (TotalSegmentator's numbers), nearest-neighbour onto the CT's grid
+        ref = sitk.Resample(to_lps(sitk.ReadImage(str(args.reference))), ct, sitk.Transform(),
+                            sitk.sitkNearestNeighbor, 0)
         result["reference"] = compare_with_reference(
-            sitk.GetArrayFromImage(read_labelmap(args.reference, ct))[:, :, canal.slab_indices], classmap, comps)
+            sitk.GetArrayFromImage(ref)[:, :, canal.slab_indices], classmap, comps)
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
