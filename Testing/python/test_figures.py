@@ -22,7 +22,8 @@ from osteobmd.figures import (
 from osteobmd.patches import Patch
 from conftest import SAMPLE_CT
 
-UNIT = r"\s?(?:mg/cm³|mg/cm3|HU|mm²|mm2|mm|%)"
+# A count's unit is the thing counted ("6 rib-free bodies", "11 rib pairs").
+UNIT = r"\s?(?:mg/cm³|mg/cm3|HU|mm²|mm2|mm|%)|\s(?:rib|bod|pair|level|vertebra|slice|case)"
 NUMBER = r"(?<![\w.])[-−+]?\d+(?:\.\d+)?"
 
 
@@ -34,6 +35,15 @@ def sample_case(pipeline_output):
     patches = {str(n): Patch(hu=h, x01=x, info=result.vertebra(str(n)).patch, coverage=1.0)
                for n, h, x in zip(npz["names"], npz["hu"], npz["x01"])}
     return result, ctio.read_ct(SAMPLE_CT), sitk.ReadImage(str(out_dir / "labels.nrrd")), patches
+
+
+def all_invalid(result):
+    """The real result with every level refused, as when no anchor in view names the levels."""
+    r = copy.deepcopy(result)
+    for v in r.vertebrae:
+        v.valid, v.reasons = False, ["levels could not be named by counting from the sacrum or the ribs"]
+    r.mean_bmd_mg_cm3, r.classification, r.valid = None, None, False
+    return r
 
 
 def partly_valid(result):
@@ -50,7 +60,8 @@ def partly_valid(result):
 
 @pytest.fixture(scope="module")
 def figures(sample_case):
-    result, ct, labels, patches = sample_case
+    real, ct, labels, patches = sample_case
+    result = all_invalid(real)
     mixed = partly_valid(result)
     return {
         "invalid": (result, [overview_figure(result, ct, labels, patches), patches_figure(result, patches)]),
@@ -74,10 +85,11 @@ def is_struck(fig, text, renderer) -> bool:
     return False
 
 
-def test_the_sample_run_is_the_invalid_case_this_file_needs(sample_case):
-    result = sample_case[0]
-    assert not result.valid and all(not v.valid for v in result.vertebrae)
-    assert all(v.bmd_mg_cm3 is not None for v in result.vertebrae)  # numbers exist, and are not to be trusted
+def test_the_figure_cases_are_what_they_claim(figures):
+    invalid, mixed = figures["invalid"][0], figures["partly valid"][0]
+    assert not invalid.valid and all(not v.valid for v in invalid.vertebrae)
+    assert all(v.bmd_mg_cm3 is not None for v in invalid.vertebrae)  # numbers exist, and are not to be trusted
+    assert [v.valid for v in mixed.vertebrae] == [True, False, True, False] and mixed.valid
 
 
 @pytest.mark.parametrize("case", ["invalid", "partly valid"])
@@ -162,7 +174,7 @@ def test_every_picture_carries_the_disclaimer(figures):
 def test_the_level_naming_verdict_is_read_tolerantly_and_drawn(sample_case):
     result, ct, labels, patches = sample_case
     r = copy.deepcopy(result)
-    r.level_anchor, r.levels_consistent = "none", None
+    r.level_anchor, r.levels_consistent, r.level_naming = "none", None, None
     verdict, lines = naming_verdict(r)
     assert verdict is None and "NOT checked" in lines[0]
 
