@@ -20,12 +20,11 @@ for v in A B C; do
   seed0=$((seed0 + 100000))
 done
 
-# 2. Training (seeded; checkpoints and logs under model_weights/training_*/). The shipped
-#    segmentation run was 12 epochs, then resumed to 20 (the cosine schedule restarts on resume).
-"$BIN/osteobmd" train segmentation "$DATA/train_A" --out model_weights --widths 8,16,32,64,128 \
-  --epochs 12 --samples-per-epoch 512 --batch-size 8 --lr 0.002 --checkpoint-every 6 --seed 0 --threads 2
-"$BIN/osteobmd" train segmentation "$DATA/train_A" --out model_weights --epochs 20 --threads 2 \
-  --resume model_weights/training_segmentation
+# 2. Training (seeded; checkpoints and logs under model_weights/training_*/). The segmentation
+#    network is the vertebra finder, trained on sagittal phantoms made on the fly (it finds
+#    bodies and the sacrum; naming.py counts the levels): its own script reproduces it. The
+#    regression network learns from the synthetic cohort's patches.
+PYTHON="$BIN/python" scripts/train_vertebra_finder.sh model_weights/finder_run  # copies the weights into model_weights/
 "$BIN/osteobmd" train regression "$DATA/train_A" --out model_weights --epochs 15 --jitter 4 --seed 0 --threads 1
 
 # 3. Measure the test cohorts and evaluate (BMD and, on the sagittal slab, segmentation).
