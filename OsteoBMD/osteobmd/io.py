@@ -8,7 +8,8 @@ for the user (labels.nrrd, *_ijk indices) goes back onto the CT file's own grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
@@ -33,8 +34,8 @@ LOWEST_HU = -1100.0  # nothing in HU lies far below air
 MIN_DISTINCT_VALUES = 32  # fewer: a mask or label map, not a CT
 
 MODALITY_TAG = "0008|0060"
-# Set by read_ct on the LPS image: the orientation code the CT file was stored in.
-INPUT_ORIENTATION_KEY = "osteobmd_input_orientation"
+# Set by read_ct on the LPS image: the grid the CT file was stored on (InputGrid as JSON).
+INPUT_GRID_KEY = "osteobmd_input_grid"
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -78,6 +79,27 @@ def to_lps(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, "LPS")
 
 
+@dataclass(frozen=True)
+class InputGrid:
+    """The CT's grid as the user stored it; the pipeline itself works on its LPS reorientation."""
+
+    orientation: str  # DICOM code of the stored axes, e.g. "RAS"
+    size: Tuple[int, ...]
+    spacing: Tuple[float, ...]
+    origin: Tuple[float, ...]
+    direction: Tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "InputGrid":
+        return cls(orientation_code(image), tuple(image.GetSize()), tuple(image.GetSpacing()),
+                   tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+    def continuous_index(self, point: Sequence[float]) -> Tuple[float, float, float]:
+        """The (i, j, k) of a physical point on this grid, as ITK's TransformPhysicalPointToContinuousIndex."""
+        axes = np.reshape(self.direction, (3, 3)) * np.asarray(self.spacing)
+        return tuple(float(v) for v in np.linalg.solve(axes, np.asarray(point, float) - np.asarray(self.origin)))
+
+
 def orientation_code(image: sitk.Image) -> str:
     """The three-letter DICOM orientation code of the image's axes ("LPS", "RAS", "PIR" ...)."""
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
@@ -86,7 +108,7 @@ def orientation_code(image: sitk.Image) -> str:
 def read_ct(path: PathLike) -> sitk.Image:
     """Read a CT in HU, check it is a 3D CT, and return it as float32 in LPS.
 
-    The returned image carries the file's orientation code (see input_grid)."""
+    The returned image carries the file's own grid (see input_grid and to_input_grid)."""
     path = Path(path)
     image = _read_any(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -104,11 +126,41 @@ def read_ct(path: PathLike) -> sitk.Image:
             "3D CT that covers L1 to L4 (about 15 cm along the body)."
         )
     header_says_ct = image.HasMetaDataKey(MODALITY_TAG) and image.GetMetaData(MODALITY_TAG).strip().upper() == "CT"
-    stored_in = orientation_code(image)
+    stored = InputGrid.of(image)
     image = to_lps(sitk.Cast(image, sitk.sitkFloat32))
     check_is_ct(image, path.name, header_says_ct)
-    image.SetMetaData(INPUT_ORIENTATION_KEY, stored_in)
+    # Carried on the image itself so every step that gets the CT can reach the user's grid.
+    image.SetMetaData(INPUT_GRID_KEY, json.dumps(asdict(stored)))
     return image
+
+
+def input_grid(ct: sitk.Image) -> InputGrid:
+    """The grid `ct` was stored on (read_ct records it); an image not read by read_ct is its own."""
+    if not ct.HasMetaDataKey(INPUT_GRID_KEY):
+        return InputGrid.of(ct)
+    fields = json.loads(ct.GetMetaData(INPUT_GRID_KEY))
+    return InputGrid(fields["orientation"], *(tuple(fields[k]) for k in ("size", "spacing", "origin", "direction")))
+
+
+def to_input_grid(image: sitk.Image, ct: sitk.Image) -> sitk.Image:
+    """`image` on the LPS grid of `ct`, put back voxel for voxel on the grid the CT file was stored on.
+
+    DICOMOrient only permutes and flips axes, so this is exact; the recorded geometry is then
+    set bit for bit after checking it is the one the reorientation gives."""
+    grid = input_grid(ct)
+    back = sitk.DICOMOrient(image, grid.orientation)
+    same = (
+        back.GetSize() == grid.size
+        and np.allclose(back.GetSpacing(), grid.spacing, rtol=1e-6, atol=1e-6)
+        and np.allclose(back.GetOrigin(), grid.origin, rtol=1e-6, atol=1e-4)
+        and np.allclose(back.GetDirection(), grid.direction, atol=1e-6)
+    )
+    if not same:
+        raise ValueError(f"image of size {image.GetSize()} is not on the LPS grid of this CT")
+    back.SetSpacing(grid.spacing)
+    back.SetOrigin(grid.origin)
+    back.SetDirection(grid.direction)
+    return back
 
 
 def check_is_ct(image: sitk.Image, name: str = "the image", header_says_ct: bool = False) -> None:

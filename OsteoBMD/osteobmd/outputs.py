@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from .config import VERTEBRA_NAMES
 from .figures import draw_overview_png, draw_patches_png
+from .io import to_input_grid
 from .patches import Patch
 from .progress import ProgressCallback, silent
 from .results import (
@@ -30,7 +31,8 @@ def write_outputs(
     progress("outputs", 0.0, f"writing {RESULTS_CSV}")
     write_csv(result, out_dir / RESULTS_CSV)
     progress("outputs", 0.1, f"writing {LABELS_NRRD}")
-    sitk.WriteImage(labels, str(out_dir / LABELS_NRRD), True)
+    # On the CT file's own grid: voxel (i, j, k) of the labels is voxel (i, j, k) of the CT the user gave.
+    sitk.WriteImage(to_input_grid(labels, ct), str(out_dir / LABELS_NRRD), True)
     progress("outputs", 0.2, f"writing {PATCHES_NPZ}")
     names = [n for n in VERTEBRA_NAMES if n in patches]
     np.savez_compressed(

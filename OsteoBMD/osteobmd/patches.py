@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
+from . import io as ctio
 from .calibration import Calibration
 from .config import LABEL_OF, PatchConfig, SegmentationConfig
 from .results import PatchInfo
@@ -192,7 +193,7 @@ def extract_patch(
         size_px=int(size),
         spacing_mm=float(s),
         slice_offsets_mm=[float(o) for o in offsets],
-        center_ijk=[float(v) for v in ct.TransformPhysicalPointToContinuousIndex(pc)],
+        center_ijk=list(ctio.input_grid(ct).continuous_index(pc)),  # on the CT file's own grid
         corners_lps_mm=[[float(v) for v in p] for p in corners],
         mean_hu=float(hu.mean()),
     )
