@@ -40,6 +40,13 @@ def stored_as(lps: sitk.Image, code: str) -> sitk.Image:
     return image
 
 
+def write_and_read(tmp_path, lps: sitk.Image, code: str):
+    """(the stored file as ITK reads it, what io.read_ct gives) for `lps` stored in `code`."""
+    path = tmp_path / f"ct_{code}.nrrd"
+    sitk.WriteImage(stored_as(lps, code), str(path))
+    return sitk.ReadImage(str(path)), io.read_ct(path)
+
+
 @pytest.fixture(scope="module")
 def toy_lps():
     ct, _ = make_toy_ct((6.0, 5.0, 4.0))  # unequal spacings, so a wrong permutation shows
@@ -48,10 +55,7 @@ def toy_lps():
 
 @pytest.mark.parametrize("code", ["LPS", "RAS", "PIR"])
 def test_reading_and_mapping_back_gives_the_stored_grid_exactly(tmp_path, toy_lps, code):
-    path = tmp_path / f"ct_{code}.nrrd"
-    sitk.WriteImage(stored_as(toy_lps, code), str(path))
-    stored = sitk.ReadImage(str(path))
-    ct = io.read_ct(path)
+    stored, ct = write_and_read(tmp_path, toy_lps, code)
     # The pipeline sees the same LPS image whatever the storage.
     assert ct.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(toy_lps))
@@ -65,10 +69,7 @@ def test_reading_and_mapping_back_gives_the_stored_grid_exactly(tmp_path, toy_lp
 
 @pytest.mark.parametrize("code", ["LPS", "RAS", "PIR"])
 def test_a_label_at_an_lps_point_lands_on_the_ct_files_voxel_of_that_point(tmp_path, toy_lps, code):
-    path = tmp_path / f"ct_{code}.nrrd"
-    sitk.WriteImage(stored_as(toy_lps, code), str(path))
-    stored = sitk.ReadImage(str(path))
-    ct = io.read_ct(path)
+    stored, ct = write_and_read(tmp_path, toy_lps, code)
     # A voxel centre (ITK rounds half-way points differently along flipped axes), off-centre in every axis.
     point = ct.TransformIndexToPhysicalPoint(ct.TransformPhysicalPointToIndex((10.0, -20.0, VERTEBRAE["L2"][0])))
     labels = sitk.Image(ct.GetSize(), sitk.sitkUInt8)
