@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/osteobmd demo
 
 test: setup
-	$(BIN)/python -m pytest -q Testing/python
+	PYTHONUTF8=1 $(BIN)/python -m pytest -q Testing/python
 
 bench: setup
 	$(BIN)/python benchmarks/benchmark_pipeline.py

@@ -48,7 +48,7 @@ def collect_inputs(inputs: Path) -> List[BatchItem]:
     if inputs.is_file():
         if inputs.suffix.lower() != ".csv":
             raise InputError(f"'{inputs.name}' is neither a folder nor a .csv list of CTs.")
-        with open(inputs, newline="") as f:
+        with open(inputs, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise InputError(f"'{inputs.name}' needs a 'path' column (optional: case_id, mask).")
@@ -94,7 +94,7 @@ def _run_one(item: BatchItem, out_root: str, options: RunOptions, threads: int) 
     except Exception as err:  # one broken case must not stop the batch; its details go beside its folder
         log = out_dir.parent / f"{item.case_id}.error.log"
         try:
-            log.write_text(traceback.format_exc())
+            log.write_text(traceback.format_exc(), encoding="utf-8")
         except OSError:
             log = "no log could be written"
         row.update(status="error", message=f"internal error: {type(err).__name__}: {err} (details in {log})")
@@ -146,7 +146,7 @@ def run_batch(
                 report(f"[{n + 1}/{len(todo)}] {futures[future].case_id}: {rows[-1]['status']}")
     order = {item.case_id: n for n, item in enumerate(items)}
     rows.sort(key=lambda r: order.get(r["case_id"], 0))
-    with open(out_root / SUMMARY_CSV, "w", newline="") as f:
+    with open(out_root / SUMMARY_CSV, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

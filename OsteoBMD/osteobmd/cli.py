@@ -236,7 +236,7 @@ def write_error_log(out: Optional[Path]) -> str:
     for folder in folders + [Path(tempfile.gettempdir())]:
         log = folder / name
         try:
-            log.write_text(traceback.format_exc())
+            log.write_text(traceback.format_exc(), encoding="utf-8")
             return f"details in {log}"
         except OSError:
             continue

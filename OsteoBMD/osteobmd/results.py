@@ -103,12 +103,12 @@ class CaseResult:
         """Atomic: a reader (the batch, the Slicer panel) never sees half a file."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
 
     @staticmethod
     def read_json(path: Path) -> "CaseResult":
-        return CaseResult.from_dict(json.loads(Path(path).read_text()))
+        return CaseResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 CSV_COLUMNS = (

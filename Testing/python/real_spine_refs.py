@@ -125,7 +125,7 @@ def _pancreas_spine() -> RealSpine:
     from osteobmd.io import read_ct
 
     ct = read_ct(PANCREAS / "ct.nii.gz")
-    levels = json.loads((PANCREAS / "levels.json").read_text())["bodies_z_mm"]
+    levels = json.loads((PANCREAS / "levels.json").read_text(encoding="utf-8"))["bodies_z_mm"]
     canal = detect_canal(ct)
     sag = sitk.GetArrayViewFromImage(ct)[:, :, canal.slab_indices].mean(axis=2)
     _, sy, sz = ct.GetSpacing()

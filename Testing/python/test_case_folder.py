@@ -133,7 +133,7 @@ def test_a_crash_while_writing_leaves_the_old_folder_and_logs_beside_it(toy, out
     err = capsys.readouterr().err
     log = out.parent / "out.error.log"
     assert "internal error" in err and str(log) in err
-    assert "drawing failed" in log.read_text() and os.listdir(cwd) == []
+    assert "drawing failed" in log.read_text(encoding="utf-8") and os.listdir(cwd) == []
     assert snapshot(out) == before and hidden_beside(out) == []
 
 

@@ -68,7 +68,7 @@ def test_existing_results_are_never_overwritten_without_asking(tmp_path):
     (out / "results.json").write_text(json.dumps({"keep": "me"}))
     proc = osteobmd("run", SAMPLE_CT, "--out", out)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
-    assert json.loads((out / "results.json").read_text()) == {"keep": "me"}
+    assert json.loads((out / "results.json").read_text(encoding="utf-8")) == {"keep": "me"}
 
 
 def test_mask_on_another_grid_exits_2(tmp_path):
@@ -134,7 +134,7 @@ def test_out_that_is_a_file_exits_2(tmp_path, capsys):
     assert main(["batch", str(tmp_path), "--out", str(existing)]) == 2
     err = capsys.readouterr().err
     assert err.count("is a file") == 2 and "internal error" not in err
-    assert existing.read_text() == "someone's notes"
+    assert existing.read_text(encoding="utf-8") == "someone's notes"
 
 
 def test_empty_folder_speaks_in_the_tools_words_only(tmp_path, capfd):

@@ -139,10 +139,10 @@ def test_two_cases_give_no_correlation_or_test_and_say_why(tmp_path):
     assert report["bland_altman"]["bias"] == pytest.approx(-2.5)  # what n = 2 does support
 
     paths = write_report(report, tmp_path)
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert data["pearson_r"] is None and data["kappa"] is None and data["wilcoxon_p"] is None
     assert data["not_computed"]["pearson_r"] == "n = 2; at least 10 paired cases needed"
-    md = paths["md"].read_text()
+    md = paths["md"].read_text(encoding="utf-8")
     assert "| Pearson r | not computed (n = 2; at least 10 paired cases needed) |" in md
     assert "Cohen's kappa not computed (n = 2; at least 18 paired cases needed)" in md
     assert "Chi-square test of class frequencies (pred vs ref): not computed (n = 2;" in md
@@ -375,7 +375,7 @@ def test_write_report_files_parse(tmp_path):
     pred_dir, ref_dir = _segmentation_folders(tmp_path)
     out = tmp_path / "out"
     report = evaluate(csv_path, out_dir=out, labels_pred=pred_dir, labels_ref=ref_dir, vertebrae=["L1", "L2", "L3"])
-    data = json.loads((out / "report.json").read_text())  # strict JSON (no NaN)
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))  # strict JSON (no NaN)
     for key in ("n_cases", "pearson_r", "pearson_p", "r2", "bland_altman", "wilcoxon_p", "kappa", "kappa_linear",
                 "kappa_interpretation", "confusion", "accuracy", "class_counts", "pred", "ref", "chi_square",
                 "per_vertebra", "dice", "ppv", "sensitivity", "valid_share", "n_valid"):
@@ -383,7 +383,7 @@ def test_write_report_files_parse(tmp_path):
     assert set(data["bland_altman"]) >= {"bias", "sd", "loa_low", "loa_high"}
     assert data["n_cases"] == 30 == report["n_cases"]
     assert np.array(data["confusion"]).shape == (3, 3)
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert "paper test 1" in md and "0.888" in md and "| ours |" in md.replace("|  | ours |", "| ours |")
     assert "Segmentation" in md and "0.823" in md
     for name in ("bland_altman.png", "scatter.png", "confusion.png", "dice.png"):
@@ -395,7 +395,7 @@ def test_write_report_files_parse(tmp_path):
 def test_single_case_report_still_written(tmp_path):
     report = evaluate_bmd_table([{"case_id": "a", "vertebra": "L1", "bmd_pred": 90, "bmd_ref": 85}])
     paths = write_report(report, tmp_path)
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert data["n_cases"] == 1 and data["bland_altman"]["sd"] is None
     assert "confusion.png" in data["plots"] and "scatter.png" not in data["plots"]
 

@@ -285,7 +285,7 @@ def test_ground_truth_reloads_identically_and_is_never_overwritten_silently(load
     assert [p.name for p in data.iterdir()] == ["sample_case_1"]  # no scratch folder left behind
     ground_truth.save_ground_truth(scene, data, "sample case/1", nodes.ct, nodes.segmentation,
                                    result=nodes.result, corrected=True, overwrite=True)
-    assert json.loads((folder / "case.json").read_text())["corrected"] is True
+    assert json.loads((folder / "case.json").read_text(encoding="utf-8"))["corrected"] is True
     assert [p.name for p in data.iterdir()] == ["sample_case_1"]
 
 
@@ -472,10 +472,10 @@ def test_worker_cancel_kills_the_process_tree(tmp_path):
             time.sleep(0.05)
     """)).start()
     deadline = time.time() + 60
-    while (worker.poll().fraction == 0 or not pid_file.exists() or not pid_file.read_text()) and time.time() < deadline:
+    while (worker.poll().fraction == 0 or not pid_file.exists() or not pid_file.read_text(encoding="utf-8")) and time.time() < deadline:
         time.sleep(0.05)
     assert worker.status.running and worker.status.fraction > 0
-    child_pid = int(pid_file.read_text())
+    child_pid = int(pid_file.read_text(encoding="utf-8"))
     assert _alive(child_pid)
 
     status = worker.cancel()

@@ -168,7 +168,7 @@ PANCREAS = SHARED / "real_ct_pancreas_ct_cb_001"
 def test_the_pancreas_reference_lies_on_its_ct_and_matches_the_listed_levels():
     path = REFERENCES / "real_ct_pancreas_ct_cb_001" / "reference_levels.nii.gz"
     _check_reference_on_ct(PANCREAS / "ct.nii.gz", path)
-    listed = json.loads((PANCREAS / "levels.json").read_text())["bodies_z_mm"]
+    listed = json.loads((PANCREAS / "levels.json").read_text(encoding="utf-8"))["bodies_z_mm"]
     for name, z in listed.items():
         assert abs(_centre_z_mm(path, REFERENCE_CODES[name]) - z["centre"]) <= 8.0, name
 

@@ -271,7 +271,7 @@ def test_measure_commits_the_run_and_loads_it(make_session, fake_python, toy_fil
     # Committed: the run folder is the final folder; the CT written for the worker is gone.
     assert not os.path.exists(final + ".running") and os.path.exists(os.path.join(final, RESULTS_JSON))
     assert not os.path.exists(input_ct)
-    received = json.loads(Path(final, "received.json").read_text())
+    received = json.loads(Path(final, "received.json").read_text(encoding="utf-8"))
     assert received["cwd"] == os.path.dirname(final)
     # The worker read the node's voxels on the node's grid (the file the CT came from).
     original = sitk.ReadImage(str(toy_files[0]))
@@ -399,7 +399,7 @@ def test_every_session_error_has_a_translated_text_in_the_module():
 
     codes = {name for name, value in vars(sessionlib).items()
              if isinstance(value, str) and value in sessionlib.MESSAGES}
-    tree = ast.parse((MODULE_DIR / "OsteoBMDLib" / "texts.py").read_text())
+    tree = ast.parse((MODULE_DIR / "OsteoBMDLib" / "texts.py").read_text(encoding="utf-8"))
     method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "error_text")
     texts = next(n for n in ast.walk(method) if isinstance(n, ast.Dict))
     keys = {k.attr for k in texts.keys if isinstance(k, ast.Attribute)}

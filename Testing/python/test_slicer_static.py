@@ -86,7 +86,7 @@ def view_widget_names(source: str) -> set:
 def test_every_ui_name_the_module_uses_exists_in_the_ui_file():
     widgets = ui_widgets()
     for path in [MODULE_PY, SELF_TEST / "panel_flow.py"]:
-        used = used_ui_names(path.read_text())
+        used = used_ui_names(path.read_text(encoding="utf-8"))
         assert used, f"{path.name} uses no .ui.<name>: the check would prove nothing"
         missing = sorted(used - set(widgets))
         assert not missing, f"{path.name} uses widgets the .ui file lacks: {missing}"
@@ -94,14 +94,14 @@ def test_every_ui_name_the_module_uses_exists_in_the_ui_file():
 
 
 def test_every_widget_panel_state_sets_exists_in_the_ui_file():
-    named = view_widget_names(PANEL_STATE.read_text())
+    named = view_widget_names(PANEL_STATE.read_text(encoding="utf-8"))
     assert {"applyButton", "meanBmdLabel", "caseStatusLabel", "calibrationSlopeSpinBox"} <= named, named
     missing = sorted(named - set(ui_widgets()))
     assert not missing, f"panel_state sets widgets the .ui file lacks: {missing}"
 
 
 def parameter_fields() -> dict:
-    tree = ast.parse(MODULE_PY.read_text())
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and any(
                 (isinstance(d, ast.Name) and d.id == "parameterNodeWrapper") for d in node.decorator_list):
@@ -128,7 +128,7 @@ def test_parameter_bound_widgets_match_typed_parameters():
 
 def test_user_facing_strings_go_through_translation():
     """Message boxes and labels set from Python get their text from _()."""
-    tree = ast.parse(MODULE_PY.read_text())
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     offenders = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
@@ -161,7 +161,7 @@ def _cmake_values(text: str, variable: str) -> list:
 
 def cmake_module_lists() -> tuple:
     """(scripts, resources) of OsteoBMD/CMakeLists.txt, evaluated like CMake would."""
-    text = re.sub(r"#[^\n]*", "", MODULE_CMAKE.read_text())
+    text = re.sub(r"#[^\n]*", "", MODULE_CMAKE.read_text(encoding="utf-8"))
     module_name = _cmake_values(text, "MODULE_NAME")[0]
 
     def expand(entries):
@@ -239,7 +239,7 @@ def test_cmake_itself_installs_every_py(tmp_path):
     proc = subprocess.run(["cmake", "-S", str(src), "-B", str(tmp_path / "build")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    scripts = set((tmp_path / "scripts.txt").read_text().split("\n"))
+    scripts = set((tmp_path / "scripts.txt").read_text(encoding="utf-8").split("\n"))
     every_py = {str(p.relative_to(MODULE)).replace(os.sep, "/") for p in py_files(MODULE)}
     assert every_py <= scripts, sorted(every_py - scripts)
     assert set(cmake_module_lists()[0]) == scripts
@@ -248,7 +248,7 @@ def test_cmake_itself_installs_every_py(tmp_path):
 
 
 def test_top_level_cmake_is_a_current_slicer_extension():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                      "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert re.search(r"set\(\s*" + variable + r"\s+\S", text), f"{variable} is not set"
@@ -257,7 +257,7 @@ def test_top_level_cmake_is_a_current_slicer_extension():
                  "add_subdirectory(OsteoBMD)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
                  "include(${Slicer_EXTENSION_CPACK})"):
         assert line in text, line
-    module = MODULE_CMAKE.read_text()
+    module = MODULE_CMAKE.read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in module and "WITH_GENERIC_TESTS" in module
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
 
@@ -275,10 +275,10 @@ def _requirement_name(line: str) -> str:
 
 def test_requirements_match_pyproject():
     """What the panel installs = the package's dependencies minus what Slicer provides."""
-    text = (REPO / "pyproject.toml").read_text()
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M).group(1)
     package_deps = {_requirement_name(d) for d in re.findall(r'"([^"]+)"', block)}
-    lines = [l.split("#")[0].strip() for l in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    lines = [l.split("#")[0].strip() for l in (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
     panel = {_requirement_name(l) for l in lines if l}
     provided = {"torch", "simpleitk", "numpy", "vtk"}  # PyTorch extension / shipped with Slicer
     assert not panel & provided, "never pip-install torch, SimpleITK, numpy or vtk into Slicer"
@@ -310,7 +310,7 @@ def _runtime_pep604(tree: ast.Module) -> list:
 @pytest.mark.parametrize("path", [MODULE_PY] + py_files(LIB) + py_files(SELF_TEST) + py_files(PACKAGE),
                          ids=lambda p: str(p.relative_to(MODULE)))
 def test_parses_with_python_3_9_grammar(path):
-    source = path.read_text()
+    source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path), feature_version=(3, 9))
     assert not [n for n in ast.walk(tree) if type(n).__name__ == "Match"], "match statements need Python 3.10"
     lines = _runtime_pep604(tree)
@@ -329,7 +329,7 @@ def _imports(tree: ast.Module) -> set:
 
 @pytest.mark.parametrize("path", py_files(LIB), ids=lambda p: p.name)
 def test_osteobmdlib_is_qt_free(path):
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     assert not _imports(tree) & {"qt", "ctk", "PythonQt", "slicer_qt"}, "OsteoBMDLib must not import Qt/CTK"
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
@@ -342,7 +342,7 @@ def test_osteobmdlib_is_qt_free(path):
 def test_osteobmdlib_modules_without_mrml_import_without_slicer():
     """worker and case_list run where slicer-core is absent (the pipeline's own tests)."""
     for name in ("worker.py", "case_list.py", "__init__.py"):
-        assert "slicer" not in _imports(ast.parse((LIB / name).read_text())), name
+        assert "slicer" not in _imports(ast.parse((LIB / name).read_text(encoding="utf-8"))), name
 
 
 SCENE = PACKAGE / "scene"  # the scene building: the one part of the package that needs slicer-core
@@ -354,7 +354,7 @@ def pipeline_modules_outside_scene():
 
 @pytest.mark.parametrize("path", pipeline_modules_outside_scene(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_pipeline_package_imports_no_slicer(path):
-    imported = _imports(ast.parse(path.read_text()))
+    imported = _imports(ast.parse(path.read_text(encoding="utf-8")))
     assert not imported & {"slicer", "qt", "ctk", "vtkSlicer", "MRMLCore"}, (
         f"{path.name} imports {sorted(imported & {'slicer', 'qt', 'ctk'})}: the pipeline package must run without Slicer"
     )
@@ -363,7 +363,7 @@ def test_pipeline_package_imports_no_slicer(path):
 @pytest.mark.parametrize("path", py_files(SCENE), ids=lambda p: p.name)
 def test_scene_building_uses_no_application_and_no_slicer_side(path):
     """osteobmd.scene writes scene.mrb outside Slicer: nodes and storage nodes, no Qt, no OsteoBMDLib."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     assert not _imports(tree) & {"qt", "ctk", "PythonQt", "OsteoBMDLib", "OsteoBMD"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
@@ -376,14 +376,14 @@ def test_scene_building_uses_no_application_and_no_slicer_side(path):
 def test_module_file_is_only_the_wiring():
     """OsteoBMD.py: the module, its parameter node, widget, logic and test, under 300 lines;
     what the panel decides lives in the tested OsteoBMDLib (panel_state, texts, session)."""
-    source = MODULE_PY.read_text()
+    source = MODULE_PY.read_text(encoding="utf-8")
     assert len(source.splitlines()) < 300
     classes = {n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
     assert classes == {"OsteoBMD", "OsteoBMDParameterNode", "OsteoBMDWidget", "OsteoBMDLogic", "OsteoBMDTest"}
 
 
 def _assigned_names(path: Path) -> set:
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
@@ -407,7 +407,7 @@ def test_one_owner_per_concept(name, owner):
 
 def test_panel_texts_go_through_translation():
     """Every sentence in texts.py is the argument of _() (docstrings and dict keys, which are names, apart)."""
-    tree = ast.parse(TEXTS.read_text())
+    tree = ast.parse(TEXTS.read_text(encoding="utf-8"))
     translated = {id(n.args[0]) for n in ast.walk(tree)
                   if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_" and n.args}
     docstrings = {id(n.body[0].value) for n in ast.walk(tree)

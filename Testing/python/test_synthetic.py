@@ -174,7 +174,7 @@ def test_write_case_round_trip(tmp_path, case7):
     assert [r["vertebra"] for r in rows] == ["L1", "L2", "L3", "L4"]
     for r in rows:
         assert abs(float(r["bmd_mg_cm3"]) - c.bmd[r["vertebra"]]) < 0.01
-    meta = json.loads((d / "case.json").read_text())
+    meta = json.loads((d / "case.json").read_text(encoding="utf-8"))
     assert meta == json.loads(json.dumps(c.meta))
 
 
@@ -217,7 +217,7 @@ def test_make_cohort_is_deterministic_and_resumable(tmp_path):
     for p in paths:
         for f in ("ct.nrrd", "labels.nrrd", "bmd.csv", "case.json"):
             assert (p / f).is_file()
-    meta = json.loads((paths[1] / "case.json").read_text())
+    meta = json.loads((paths[1] / "case.json").read_text(encoding="utf-8"))
     assert meta["seed"] == 41
     stamp = [(p / "ct.nrrd").stat().st_mtime_ns for p in paths]
     (paths[1] / "case.json").unlink()  # an interrupted case is redone, a complete one skipped

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from osteobmd import weights
+from osteobmd.training.segmentation import LEVEL_NETWORK_FILE
 from osteobmd.errors import InputError
 from osteobmd.training import cli as train_cli
 from osteobmd.training import dataset
@@ -182,7 +183,7 @@ def test_segmentation_training_writes_weights_log_checkpoints(seg_run):
     assert [p.name for p in ckpts] == ["epoch_0001.safetensors", "epoch_0002.safetensors", "epoch_0003.safetensors"]
     assert read_checkpoint_info(ckpts[-1])["epoch"] == 3
     assert list((out / "training_segmentation" / "cache").glob("seg-*.npz"))
-    model, meta = weights.load_segmentation_model(out, "cpu")
+    model, meta = weights.load_model(out / LEVEL_NETWORK_FILE, "segmentation", "cpu")
     assert meta["trained"] is True and meta["kind"] == "segmentation"
     assert meta["architecture"]["params"]["widths"] == list(TINY_WIDTHS)
     for key in ("window_level", "window_width", "spacing_mm", "crop_size"):
@@ -211,8 +212,8 @@ def test_segmentation_resume_continues_exactly(seg_run, tiny_data, tmp_path, mon
     assert [int(r["epoch"]) for r in log] == [3]
     first = read_log(out / "training_segmentation" / "log.csv")
     assert float(log[0]["train_loss"]) == pytest.approx(float(first[2]["train_loss"]), rel=1e-5)
-    a, _ = weights.load_segmentation_model(out, "cpu")
-    b, _ = weights.load_segmentation_model(tmp_path, "cpu")
+    a, _ = weights.load_model(out / LEVEL_NETWORK_FILE, "segmentation", "cpu")
+    b, _ = weights.load_model(tmp_path / LEVEL_NETWORK_FILE, "segmentation", "cpu")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(va.float(), vb.float(), atol=1e-3), k
     with pytest.raises(InputError, match="already at epoch 3"):

@@ -79,7 +79,7 @@ def test_round_trip_float16_storage(tmp_path):
 def test_metadata_is_embedded_and_sidecar_is_only_a_copy(tmp_path):
     path = weights.save_model(_small_seg(), tmp_path / weights.SEGMENTATION_FILE, SEG_META)
     sidecar = path.with_suffix(".json")
-    assert json.loads(sidecar.read_text())["kind"] == "segmentation"
+    assert json.loads(sidecar.read_text(encoding="utf-8"))["kind"] == "segmentation"
     sidecar.write_text(json.dumps({"kind": "regression", "trained": False}))
     _, meta = weights.load_segmentation_model(tmp_path)
     assert meta["trained"] is True

@@ -132,7 +132,7 @@ def test_synthetic_demo_runs_from_the_wheel(built, venv, outside):
     out = outside["cwd"] / "demo"
     result = _run([venv / "bin" / "osteobmd", "demo", "--synthetic", "--out", out], **outside)
     assert result.returncode == 0, result.stderr[-3000:]
-    found = json.loads((out / "results.json").read_text())
+    found = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert found["versions"]["osteobmd"] == built[0].name.split("-")[1]
     assert [v["name"] for v in found["vertebrae"]] == ["L1", "L2", "L3", "L4"]
     assert any(v["bmd_mg_cm3"] is not None for v in found["vertebrae"])

@@ -151,7 +151,7 @@ def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseS
     results_path = result_dir / RESULTS_JSON
     if not results_path.exists():
         return CaseScore(case=case, ran=False, error="no results.json", anchors_in_view=anchors)
-    result = json.loads(results_path.read_text())
+    result = json.loads(results_path.read_text(encoding="utf-8"))
     labels = sitk.ReadImage(str(result_dir / LABELS_NRRD))
     pred, pred_lps = _lps_array(labels)
     if not _same_grid(pred_lps, ref_lps):

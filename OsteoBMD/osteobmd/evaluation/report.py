@@ -264,7 +264,7 @@ def write_report(report: dict, out_dir: PathLike) -> Dict[str, Path]:
     report["notes"] = notes
     report["plots"] = plots
     json_path = out_dir / REPORT_JSON
-    json_path.write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
+    json_path.write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = out_dir / REPORT_MD
-    md_path.write_text(render_markdown(report, plots) + "\n")
+    md_path.write_text(render_markdown(report, plots) + "\n", encoding="utf-8")
     return {"json": json_path, "md": md_path, "plots": [out_dir / p for p in plots]}
