@@ -19,15 +19,3 @@ class NoTrainedWeightsError(InputError):
 
 class OutputExistsError(InputError):
     """The output folder already holds results; the user must ask for --overwrite."""
-
-
-class NoValidMeasurementError(OsteoBMDError):
-    """The pipeline ran but no vertebra passed the validity checks."""
-
-    exit_code = 3
-
-
-class CancelledError(OsteoBMDError):
-    """The caller asked to stop (the Slicer panel's Cancel)."""
-
-    exit_code = 130
