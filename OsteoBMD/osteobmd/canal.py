@@ -115,14 +115,14 @@ def _trunk(hu: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(hu.shape, bool)
     sizes = np.bincount(body.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    # The label of the largest region in each slice.
+    # With in-plane connectivity the labels are numbered slice by slice (raster order), so
+    # slice k holds the contiguous range first[k]..last[k]: no per-slice search is needed.
+    last = np.maximum.accumulate(body.reshape(body.shape[0], -1).max(axis=1))
+    first = np.concatenate([[0], last[:-1]]) + 1
     largest = np.zeros(n + 1, bool)
-    for k in range(hu.shape[0]):
-        in_slice = np.unique(body[k])
-        in_slice = in_slice[in_slice > 0]
-        if in_slice.size:
-            largest[in_slice[np.argmax(sizes[in_slice])]] = True
+    for lo, hi in zip(first, last):
+        if hi >= lo:
+            largest[lo + int(np.argmax(sizes[lo:hi + 1]))] = True
     return largest[body]
 
 
