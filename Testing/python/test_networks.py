@@ -104,6 +104,26 @@ def test_densenet121_regressor():
     assert model.config()["block_config"] == [6, 12, 24, 16]
 
 
+def test_densenet121_matches_monai_densenet121():
+    # The plain-torch network must be MONAI's DenseNet121 layer for layer: the same names
+    # and shapes, so the shipped weights load, and the same outputs with those weights.
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    ours = make_densenet121().eval()
+    theirs = monai_nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=1).eval()
+    ours_sd = {k[len("net."):]: v for k, v in ours.state_dict().items() if k.startswith("net.")}
+    assert {k: tuple(v.shape) for k, v in ours_sd.items()} == {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for v in theirs.state_dict().values():
+            if v.dtype.is_floating_point:
+                v.copy_(torch.randn_like(v) * 0.1 + (1.0 if v.dim() == 1 else 0.0))
+    theirs.eval()
+    ours.net.load_state_dict(theirs.state_dict())
+    x = torch.rand(5, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(ours.forward_scaled(x), theirs(x).reshape(-1), rtol=1e-5, atol=1e-5)
+
+
 def test_build_from_metadata():
     model = build("R2UNet", {"widths": [4, 8], "t": 2, "num_classes": 5, "in_channels": 1})
     assert isinstance(model, R2UNet) and model.widths == (4, 8)
