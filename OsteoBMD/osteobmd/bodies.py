@@ -55,6 +55,10 @@ NARROW_ROW_FRACTION = 0.8
 # "body" whose underside meets the sacrum with a gap thinner than this is S1 (a finder
 # trained on synthetic data often calls the real S1 a body), not L5.
 MIN_DISC_MM = 2.0
+# The sacrum seen below the L5-S1 disc (S1 and the segments under it) is larger in sagittal
+# section than any lumbar body. A "sacrum" piece smaller than the body above it is S2 under
+# an S1 taken for a body, or an S1 cut by the image edge: counting from it is not safe.
+MIN_SACRUM_TO_BODY_AREA = 1.0
 # Pieces overlapping in z by more than this share of the shorter one belong to one body.
 SAME_BODY_Z_OVERLAP = 0.5
 # Two pieces shorter than this share of the reference height may be halves of one body.
@@ -97,7 +101,8 @@ class SpineFinding:
     """The bodies, ordered inferior -> superior, the sacrum if found, and the chain's breaks.
 
     `breaks` holds i where a body is missing between bodies[i] and bodies[i + 1];
-    `sacrum_break` is True when a body is missing between the sacrum and bodies[0].
+    `sacrum_break` is True when a body is missing between the sacrum and bodies[0];
+    `sacrum_unsure` is True when bodies[0] may be S1 rather than L5 (too little sacrum below it).
     """
 
     bodies: List[Body]
@@ -107,6 +112,7 @@ class SpineFinding:
     typical_step_mm: float
     breaks: List[int] = field(default_factory=list)
     sacrum_break: bool = False
+    sacrum_unsure: bool = False
     notes: List[str] = field(default_factory=list)
 
     def connected(self, i: int, j: int) -> bool:
@@ -125,6 +131,7 @@ class SpineFinding:
             "typical_step_mm": round(self.typical_step_mm, 1),
             "breaks": list(self.breaks),
             "sacrum_break": self.sacrum_break,
+            "sacrum_unsure": self.sacrum_unsure,
             "notes": list(self.notes),
         }
 
@@ -379,9 +386,14 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
             notes.append(f"{len(below)} body piece(s) below the top of the sacrum ignored")
             bodies = [b for b in bodies if not any(b is x for x in below)]
     bodies.sort(key=lambda b: b.z_center_mm)
+    sacrum_unsure = False
     if sacrum is not None and bodies and _gap_above_sacrum_mm(bodies[0].mask, sacrum, sz) < MIN_DISC_MM:
         sacrum = _with_s1(sacrum, bodies.pop(0).mask, (sz, sy))
         notes.append("the lowest body sits on the sacrum with no disc between: it is S1, counted with the sacrum")
+    elif sacrum is not None and bodies and sacrum.area_mm2 < MIN_SACRUM_TO_BODY_AREA * bodies[0].area_mm2:
+        sacrum_unsure = True
+        notes.append("the sacrum piece in view is smaller than the body above it (it may be S2, or an S1 cut by "
+                     "the image edge), so that body may be S1 rather than L5")
     ref_h = _reference_height([b.mask for b in bodies], (sz, sy))
     expected = _local_steps(bodies, ref_h)
     breaks = {i for i, e in enumerate(expected)
@@ -404,5 +416,5 @@ def find_bodies(class_map: np.ndarray, spacing_zy: Tuple[float, float]) -> Spine
         sacrum_break = _gap_above_sacrum_mm(bodies[0].mask, sacrum, sz) > SACRUM_GAP_FACTOR * low_h
     return SpineFinding(
         bodies=bodies, sacrum=sacrum, spacing_zy=(sz, sy), shape=tuple(class_map.shape),
-        typical_step_mm=step, breaks=breaks, sacrum_break=sacrum_break, notes=notes,
+        typical_step_mm=step, breaks=breaks, sacrum_break=sacrum_break, sacrum_unsure=sacrum_unsure, notes=notes,
     )

@@ -94,6 +94,9 @@ def _from_sacrum(finding: SpineFinding) -> tuple:
         return names, "no vertebral body was found above the sacrum"
     if finding.sacrum_break:
         return names, "a body seems to be missing between the sacrum and the lowest body found"
+    if finding.sacrum_unsure:
+        return names, ("too little of the sacrum is in view to tell whether the lowest body is L5 or S1 "
+                       "(the piece below it is smaller than a vertebral body)")
     for i in range(n):
         if not finding.connected(0, i):
             break

@@ -43,7 +43,7 @@ def test_normal_spine_gives_ordered_bodies_without_breaks(spacing):
     cm, centres = spine_map(spacing)
     f = find_bodies(cm, spacing)
     assert len(f.bodies) == 6
-    assert f.sacrum is not None and not f.sacrum_break and f.breaks == []
+    assert f.sacrum is not None and not f.sacrum_break and not f.sacrum_unsure and f.breaks == []
     got = [b.z_center_mm for b in f.bodies]
     assert got == sorted(got)
     np.testing.assert_allclose(got, centres, atol=spacing[0])
@@ -69,6 +69,28 @@ def test_tilted_sacrum_keeps_l5_and_its_link():
     cm, centres = spine_map(tilt_sacrum=True)
     f = find_bodies(cm, (1.0, 1.0))
     assert len(f.bodies) == 6 and not f.sacrum_break
+
+
+def test_a_lowest_body_on_the_sacrum_with_no_disc_between_is_s1():
+    # The finder called S1 a body: it sits directly on the rest of the sacrum.
+    cm, centres = spine_map(discs=[0] + DISCS[1:], heights=[30] + HEIGHTS[1:])
+    f = find_bodies(cm, (1.0, 1.0))
+    assert len(f.bodies) == 5 and not f.sacrum_unsure
+    np.testing.assert_allclose([b.z_center_mm for b in f.bodies], centres[1:], atol=1.0)
+    assert f.sacrum.top_mm == pytest.approx(90, abs=1.5)  # S1's top is now the sacrum's
+    assert any("S1" in n for n in f.notes)
+
+
+@pytest.mark.parametrize("sacrum_mm, unsure", [(15, True), (25, True), (40, False)])
+def test_a_sacrum_piece_smaller_than_the_body_above_leaves_that_body_unsure(sacrum_mm, unsure):
+    # Only the top `sacrum_mm` of the sacrum is in view (below a disc): is it S1, or S2
+    # under an S1 the finder called a body? Bodies are 40 mm deep, L5 27 mm tall.
+    cm, _ = spine_map()
+    cm[: 60 - sacrum_mm] = 0
+    f = find_bodies(cm, (1.0, 1.0))
+    assert f.sacrum is not None and len(f.bodies) == 6
+    assert f.sacrum_unsure is unsure
+    assert any("may be S1" in n for n in f.notes) is unsure
 
 
 @pytest.mark.parametrize("bridge", ["thin", "oblique"])

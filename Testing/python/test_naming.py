@@ -63,6 +63,19 @@ def test_transitional_anatomy_is_named_from_the_sacrum_and_flagged(n_lumbar, pai
     assert f"{pairs} rib pairs" in r.message and "off by one" in r.message
 
 
+def test_too_little_sacrum_cannot_anchor_but_the_ribs_still_can():
+    cm = spine()
+    cm[:45] = 0  # 15 mm of sacrum below the L5-S1 disc: L5 might be S1
+    f = find_bodies(cm, (1.0, 1.0))
+    alone = name_levels(f, ribs_of([C] * 7))
+    assert alone.names == [None] * 7 and not alone.valid and alone.anchor is None
+    assert "L5 or S1" in alone.message
+    with_ribs = name_levels(f, ribs_of([C, N, N, N, N, R, R]))
+    assert with_ribs.anchor == "ribs" and with_ribs.valid
+    assert with_ribs.names == ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
+    assert "L5 or S1" in with_ribs.message
+
+
 def test_no_anchor_gives_no_names_and_says_why():
     f = find_bodies(spine(sacrum=False, n_thoracic=0), (1.0, 1.0))
     r = name_levels(f, ribs_of([N] * 5))
