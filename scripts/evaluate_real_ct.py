@@ -101,12 +101,9 @@ def _fmt(value, digits=2, none="–"):
 def _naming_text(naming: dict) -> str:
     if not naming:
         return "–"
-    parts = []
-    for key, value in naming.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items() if not isinstance(v, (list, dict)))
-        parts.append(f"{key}: {value}")
-    return "; ".join(parts).replace("|", "/")
+    agree = {True: "anchors agree", False: "anchors disagree", None: "one anchor"}[naming.get("anchors_agree")]
+    flags = "; ".join(naming.get("flags") or [])
+    return f"{naming.get('anchor', 'none')} ({agree}{'; ' + flags if flags else ''})".replace("|", "/")
 
 
 def case_table(entries: list) -> list:
@@ -171,7 +168,7 @@ def write_report(scores: list, path: Path, note: str = "") -> None:
         "- **result**: the validity the pipeline gives itself (`results.json`), with its mean BMD and class; "
         "✗ marks a level the pipeline flagged invalid.",
         "- **BMD** per level, with the mean HU of the trabecular patch it came from.",
-        "- **level naming**: the naming verdict as `results.json` states it (anchor, agreement, flags).",
+        "- **level naming**: the naming verdict as `results.json` states it: the anchor the names were counted from, whether the two anchors agree, and any flag.",
         "- **wrong name on a valid result**: the failure that must never happen (issue 7).",
         "",
         "**Training and tuning.** No real case was used to train either network: the vertebra finder learned from generated sagittal phantoms only, the BMD regressor from the synthetic cohort. The rule is leave-one-real-case-out, and it holds only in part here, which this report says plainly: (1) the finder's recipe was tuned on the pancreas case (its phantom sacrum was redrawn after the finder called the real S1 a body there); the TotalSegmentator case was held out from the finder and measured once with the recipe and checkpoint fixed (`model_weights/MODEL_CARD.md`). (2) The naming code (rib detection thresholds; the rule that a lowest body resting on the sacrum with no disc between is S1) was written with both cases and their reference masks in view, so neither case is an independent test of the naming. Scans from other scanners, kept outside the project, are.",

@@ -26,7 +26,7 @@ from matplotlib.text import Text
 
 from .config import CLASS_COLORS, LABEL_COLORS, NORMAL_ABOVE, OSTEOPOROSIS_BELOW, VERTEBRA_NAMES
 from .patches import Patch
-from .results import CaseResult
+from .results import CaseResult, naming_verdict
 
 DISCLAIMER = "Research use only — not a medical device."
 DISPLAY_WINDOW = (-150.0, 850.0)
@@ -158,63 +158,6 @@ def bmd_text(value: Optional[float]) -> str:
 
 def is_valid(v) -> bool:
     return bool(v.valid) and v.bmd_mg_cm3 is not None
-
-
-def _field(block, name: str, default=None):
-    if block is None:
-        return default
-    if isinstance(block, dict):
-        return block.get(name, default)
-    return getattr(block, name, default)
-
-
-# Names the naming stage may give its flag for transitional anatomy (levels may be off by one).
-OFF_BY_ONE_FIELDS = ("off_by_one", "may_be_off_by_one", "levels_may_be_off_by_one", "transitional",
-                     "transitional_anatomy")
-
-
-def naming_verdict(result) -> Tuple[Optional[bool], List[str]]:
-    """(verdict, lines) on how the levels were named: True counted from / checked against
-    anatomy, False doubtful (anchors disagree, transitional anatomy, naming not valid), None
-    not checked. Reads the naming block (`naming`: anchor "sacrum+ribs" / "sacrum" / "ribs" /
-    "sacrum|ribs" / none, valid, flags or an off-by-one field, message(s)) as an object or a
-    dict if the result has one, else `level_anchor` / `levels_consistent`; a field it lacks
-    counts as unknown."""
-    block = getattr(result, "naming", None) or getattr(result, "level_naming", None)
-    if block is None:
-        anchor = str(getattr(result, "level_anchor", None) or "none")
-        consistent = getattr(result, "levels_consistent", None)
-    else:  # levels counted from the anchors are checked by them unless the block says otherwise
-        anchor = str(_field(block, "anchor") or "none")
-        consistent = _field(block, "consistent", None if anchor == "none" else True)
-    agree = _field(block, "anchors_agree", _field(block, "agree"))
-    flags = [str(f) for f in (_field(block, "flags") or [])]
-    off_by_one = (any(bool(_field(block, name, False)) for name in OFF_BY_ONE_FIELDS)
-                  or any("off by one" in f for f in flags))
-    messages = list(_field(block, "messages") or []) + [m for m in [_field(block, "message")] if m]
-    names = anchor.replace("|", "+").split("+")
-    anchors = " and the ".join(a for a in names if a)
-    if anchor == "user":
-        verdict, lines = None, ["Level names as given in the user's label map (not checked)."]
-    elif agree is False:
-        verdict, lines = False, [f"Level names doubtful: the anchors ({', '.join(names)}) disagree."]
-    elif anchor in ("none", "") or consistent is None:
-        verdict, lines = None, ["Level names NOT checked: no anchor (sacrum, ribs) in view."]
-    elif "|" in anchor:
-        verdict, lines = None, [f"Level names from the {anchors} on two parts of a broken chain: "
-                                "not checked against each other."]
-    elif consistent:
-        verdict, lines = True, [f"Level names checked: consistent with the {anchors}."]
-    else:
-        verdict, lines = False, [f"Level names doubtful, though checked against the {anchors}."]
-    if _field(block, "valid") is False:
-        verdict = False if verdict is not None else None
-        lines[0] = lines[0].rstrip(".") + "; the naming is not valid."
-    if off_by_one:
-        verdict = False
-        lines.append("Transitional anatomy: levels may be off by one.")
-    lines += [str(m) for m in messages] + [f for f in flags if "off by one" not in f]
-    return verdict, lines
 
 
 # --------------------------------------------------------------------------- overview.png

@@ -148,11 +148,33 @@ ANCHOR_WORDS = {
 }
 
 
+def _naming_trusted(result: CaseResult) -> bool:
+    naming = result.level_naming or {}
+    return result.level_anchor == "user" or (bool(naming.get("valid")) and not naming.get("flags"))
+
+
 def level_naming_summary(result: CaseResult) -> Tuple[str, bool, str]:
     """(how the levels were named, whether the names can be trusted, the naming notes) for tables."""
     naming = result.level_naming or {}
     how = ANCHOR_WORDS.get(result.level_anchor, "not named: no anatomical anchor in view")
-    flags = list(naming.get("flags", []))
-    trusted = result.level_anchor == "user" or (bool(naming.get("valid")) and not flags)
-    notes = "; ".join([m for m in [naming.get("message")] if m] + flags)
-    return how, trusted, notes
+    notes = "; ".join([m for m in [naming.get("message")] if m] + list(naming.get("flags", [])))
+    return how, _naming_trusted(result), notes
+
+
+def naming_verdict(result: CaseResult) -> Tuple[Optional[bool], List[str]]:
+    """(verdict, lines) on the level names, for pictures: True named by counting with nothing
+    against it, False doubtful (flagged, e.g. the anchors disagree), None not named by
+    counting (no anchor, or the user's own names). lines[0] is the headline."""
+    naming = result.level_naming or {}
+    anchor = result.level_anchor or "none"
+    flags = [str(f) for f in naming.get("flags", [])]
+    if anchor == "user":
+        return None, ["Level names as given in the user's label map (not checked)."]
+    if not naming.get("valid") or anchor not in ANCHOR_WORDS:
+        verdict, headline = None, "Level names NOT known: no anchor (sacrum, ribs) could be used."
+    elif flags:
+        verdict, headline = False, f"Level names doubtful: {ANCHOR_WORDS[anchor]}, but flagged."
+    else:
+        verdict, headline = True, f"Level names {ANCHOR_WORDS[anchor]}."
+    message = naming.get("message")
+    return verdict, [headline] + ([message] if message else []) + [f"Flag: {f}." for f in flags]

@@ -4,7 +4,6 @@ some levels made valid (a partly valid case)."""
 
 import copy
 import re
-from types import SimpleNamespace
 
 import matplotlib.colors as mcolors
 import numpy as np
@@ -17,10 +16,14 @@ from matplotlib.text import Text
 from osteobmd import io as ctio
 from osteobmd.config import CLASSES, classify_bmd
 from osteobmd.figures import (
-    DISCLAIMER, INVALID_COLOR, NOT_VALID, STRIKE_GID, naming_verdict, overview_figure, patches_figure,
+    DISCLAIMER, INVALID_COLOR, NOT_VALID, STRIKE_GID, overview_figure, patches_figure,
 )
+from osteobmd.bodies import find_bodies
+from osteobmd.naming import name_levels
 from osteobmd.patches import Patch
+from osteobmd.results import naming_verdict
 from conftest import SAMPLE_CT
+from test_naming import C, N, R, ribs_of, spine
 
 # A count's unit is the thing counted ("6 rib-free bodies", "11 rib pairs").
 UNIT = r"\s?(?:mg/cm³|mg/cm3|HU|mm²|mm2|mm|%)|\s(?:rib|bod|pair|level|vertebra|slice|case)"
@@ -171,31 +174,30 @@ def test_every_picture_carries_the_disclaimer(figures):
             assert [t.get_text() for t in drawn_texts(fig)].count(DISCLAIMER) == 1
 
 
-def test_the_level_naming_verdict_is_read_tolerantly_and_drawn(sample_case):
+def test_the_level_naming_verdict_follows_the_naming_stage_and_is_drawn(sample_case):
+    # Each verdict from the naming stage's own record (name_levels on constructed spines),
+    # stored as the pipeline stores it (level_anchor, level_naming).
     result, ct, labels, patches = sample_case
     r = copy.deepcopy(result)
-    r.level_anchor, r.levels_consistent, r.level_naming = "none", None, None
-    verdict, lines = naming_verdict(r)
-    assert verdict is None and "NOT checked" in lines[0]
-
-    r.naming = {"anchor": "sacrum+ribs", "anchors_agree": False, "messages": ["the ribs count 11 thoracic levels"]}
-    verdict, lines = naming_verdict(r)
-    assert verdict is False and "disagree" in lines[0] and lines[-1] == "the ribs count 11 thoracic levels"
-
-    r.naming = SimpleNamespace(anchor="sacrum+ribs", consistent=True, off_by_one=True, messages=[])
-    verdict, lines = naming_verdict(r)
-    assert verdict is False and "consistent with the sacrum and the ribs" in lines[0]
-    assert "Transitional anatomy: levels may be off by one." in lines
-
-    drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
-    assert all(line in drawn for line in lines)
-
-    # The naming stage's own record (results.json form): named from the sacrum, flagged.
-    r.naming = {"valid": True, "anchor": "sacrum", "message": "ribs and sacrum disagree by one level",
-                "flags": ["levels may be off by one (transitional anatomy)"]}
-    verdict, lines = naming_verdict(r)
-    assert verdict is False and "Transitional anatomy: levels may be off by one." in lines
-    assert "ribs and sacrum disagree by one level" in lines
-    r.naming = {"valid": False, "anchor": None, "message": "no sacrum and no rib in view", "flags": []}
-    verdict, lines = naming_verdict(r)
-    assert verdict is None and "NOT checked" in lines[0] and "no sacrum and no rib in view" in lines
+    f = find_bodies(spine(n_lumbar=5, n_thoracic=2), (1.0, 1.0))
+    cases = {
+        "agree": name_levels(f, ribs_of([C, N, N, N, N, R, R])),
+        "sacrum only": name_levels(f, ribs_of([C] * 7)),
+        "transitional": name_levels(f, ribs_of([C, N, N, N, R, R, R])),
+        "none": name_levels(find_bodies(spine(sacrum=False), (1.0, 1.0)), ribs_of([C] * 7)),
+    }
+    seen = {}
+    for key, naming in cases.items():
+        r.level_anchor, r.level_naming = naming.anchor or "none", naming.to_dict()
+        seen[key] = naming_verdict(r)
+        verdict, lines = seen[key]
+        assert naming.message in lines
+        drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
+        assert all(line in drawn for line in lines)
+    assert seen["agree"][0] is True and "both agree" in seen["agree"][1][0]
+    assert seen["sacrum only"][0] is True and "sacrum only" in seen["sacrum only"][1][0]
+    assert seen["transitional"][0] is False and "doubtful" in seen["transitional"][1][0]
+    assert any("off by one" in line for line in seen["transitional"][1])
+    assert seen["none"][0] is None and "NOT known" in seen["none"][1][0]
+    r.level_anchor, r.level_naming = "user", None
+    assert naming_verdict(r) == (None, ["Level names as given in the user's label map (not checked)."])

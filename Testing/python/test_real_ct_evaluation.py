@@ -48,7 +48,9 @@ def _write_case(tmp_path: Path, pred: np.ndarray, valid: bool) -> Path:
     vertebrae = [{"name": n, "bmd_mg_cm3": 100.0 + i, "valid": valid, "reasons": [],
                   "patch": {"mean_hu": 150.0 + i}} for i, n in enumerate(("L1", "L2", "L3", "L4"))]
     (out / RESULTS_JSON).write_text(json.dumps({"case": "c", "valid": valid, "vertebrae": vertebrae,
-                                                "level_anchor": "sacrum", "mean_bmd_mg_cm3": 101.0}))
+                                                "level_anchor": "sacrum", "mean_bmd_mg_cm3": 101.0,
+                                                "level_naming": {"valid": True, "anchor": "sacrum", "anchors_agree": None,
+                                                                 "flags": ["levels may be off by one"]}}))
     return out
 
 
@@ -69,7 +71,7 @@ def test_a_perfect_prediction_scores_dice_one_and_named_right_on_the_slab(tmp_pa
     assert score.found == {"L1": "L1", "L2": "L2", "L3": "L3", "L4": "L4"}
     assert score.scored_sagittal_slices == SLAB.stop - SLAB.start
     assert [s.patch_mean_hu for s in score.levels] == [150.0, 151.0, 152.0, 153.0]
-    assert score.naming == {"level_anchor": "sacrum"}
+    assert score.naming == {"anchor": "sacrum", "anchors_agree": None, "flags": ["levels may be off by one"]}
 
 
 def test_a_prediction_one_level_off_is_named_wrong_and_flagged_when_valid(tmp_path):

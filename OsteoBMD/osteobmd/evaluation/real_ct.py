@@ -27,10 +27,6 @@ REFERENCE_NAMES = {v: k for k, v in REFERENCE_CODES.items()}
 # A reference body counts as found by a predicted label when the label covers this share
 # of the body's voxels on the scored slices (a stray rim of a neighbour does not count).
 FOUND_SHARE = 0.2
-# results.json keys that carry the level-naming verdict, read when present (the naming code
-# that writes them is newer than this module; unknown keys are shown as they are).
-NAMING_KEYS = ("level_naming", "naming", "anchor", "anchors", "transitional", "level_anchor",
-               "levels_consistent", "naming_verdict")
 
 
 @dataclass
@@ -138,9 +134,11 @@ def _patch_mean_hu(result_dir: Path, name: str, vertebra: dict) -> Optional[floa
     return None
 
 
-def naming_verdict(result: dict) -> Dict[str, object]:
-    """What results.json says about how the levels were named (whatever keys it has)."""
-    return {k: result[k] for k in NAMING_KEYS if k in result}
+def naming_record(result: dict) -> Dict[str, object]:
+    """How results.json says the levels were named: anchor, whether the anchors agree, flags."""
+    naming = result.get("level_naming") or {}
+    return {"anchor": result.get("level_anchor", "none"), "anchors_agree": naming.get("anchors_agree"),
+            "flags": list(naming.get("flags", []))}
 
 
 def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseScore:
@@ -179,7 +177,7 @@ def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseS
         found=found,
         reference_in_view=in_view,
         anchors_in_view=anchors,
-        naming=naming_verdict(result),
+        naming=naming_record(result),
         scored_sagittal_slices=slices,
         messages=list(result.get("messages") or []),
     )
