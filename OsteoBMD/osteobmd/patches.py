@@ -178,7 +178,7 @@ def extract_patch(
     m = int(round(METAL_MARGIN_MM / s))
     around = window_hu[:, max(0, y0 - m):y0 + size + m, max(0, x0 - m):x0 + size + m]
     if (around > cfg.metal_hu).any():
-        reasons.append(f"metal or cement near the patch (HU above {cfg.metal_hu:.0f})")
+        reasons.append(f"metal or cement near the patch (above {cfg.metal_hu:.0f} HU)")
 
     # Patch centre (between the two middle pixels) in LPS mm.
     pcx = center[0] - half + (x0 + (size - 1) / 2.0) * s

@@ -34,11 +34,11 @@ def geometry_reasons(geometry: Dict[str, VertebraGeometry]) -> Dict[str, List[st
         if not MIN_AREA_MM2 <= g.sagittal_area_mm2 <= MAX_AREA_MM2:
             reasons[name].append(
                 f"implausible size: sagittal area {g.sagittal_area_mm2:.0f} mm2 "
-                f"(expected {MIN_AREA_MM2:.0f}-{MAX_AREA_MM2:.0f})"
+                f"(expected {MIN_AREA_MM2:.0f}-{MAX_AREA_MM2:.0f} mm2)"
             )
         if not MIN_HEIGHT_MM <= g.height_mm <= MAX_HEIGHT_MM:
             reasons[name].append(
-                f"implausible size: height {g.height_mm:.0f} mm (expected {MIN_HEIGHT_MM:.0f}-{MAX_HEIGHT_MM:.0f})"
+                f"implausible size: height {g.height_mm:.0f} mm (expected {MIN_HEIGHT_MM:.0f}-{MAX_HEIGHT_MM:.0f} mm)"
             )
     # L1 lies above L2 above L3 above L4 (LPS z grows superior), one vertebra apart.
     present = [n for n in VERTEBRA_NAMES if n in geometry]
@@ -53,7 +53,7 @@ def geometry_reasons(geometry: Dict[str, VertebraGeometry]) -> Dict[str, List[st
             for n in (upper, lower):
                 reasons[n].append(
                     f"labels not one vertebra apart: {upper} and {lower} centres are {gap:.0f} mm apart "
-                    f"(expected {MIN_PITCH_MM * steps:.0f}-{MAX_PITCH_MM * steps:.0f}); a level may be skipped or misnamed"
+                    f"(expected {MIN_PITCH_MM * steps:.0f}-{MAX_PITCH_MM * steps:.0f} mm); a level may be skipped or misnamed"
                 )
     # A broken chain means the names are unreliable on both sides of the break: none is trusted.
     broken = [n for n in present if any(r.startswith(("labels out of order", "labels not one vertebra")) for r in reasons[n])]
@@ -66,5 +66,5 @@ def geometry_reasons(geometry: Dict[str, VertebraGeometry]) -> Dict[str, List[st
 
 def bmd_reasons(bmd: float) -> List[str]:
     if not MIN_BMD <= bmd <= MAX_BMD:
-        return [f"implausible BMD {bmd:.0f} mg/cm3 (expected {MIN_BMD:.0f}-{MAX_BMD:.0f})"]
+        return [f"implausible BMD {bmd:.0f} mg/cm3 (expected {MIN_BMD:.0f}-{MAX_BMD:.0f} mg/cm3)"]
     return []
