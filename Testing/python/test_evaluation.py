@@ -454,6 +454,9 @@ def test_main_cli_dispatches_evaluate(tmp_path, capsys):
     _write_pred_csv(csv_path, n=5)
     assert cli.main(["evaluate", str(csv_path), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.json").is_file()
+    printed = capsys.readouterr().out
+    assert "BMD: n = 5 paired case(s)" in printed
+    assert "Pearson r: not computed (n = 5; at least 10 paired cases needed)" in printed
     assert cli.main(["evaluate", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Union
 from ..errors import InputError, OutputExistsError
 from ..options import parse_vertebrae
 from .inputs import read_prediction_csv, read_reference_csv, rows_from_run_folders, _read_csv
-from .report import REPORT_JSON, write_report
+from .report import REPORT_JSON, console_summary, write_report
 from .segmentation import evaluate_segmentation
 from .stats import evaluate_bmd_table, normalize_vertebra
 
@@ -114,17 +114,8 @@ def run_cli(args: argparse.Namespace) -> int:
         labels_pred=args.labels_pred, labels_ref=args.labels_ref, seg_plane=args.seg_plane,
         vertebrae=parse_vertebrae(args.vertebrae),
     )
-    lines = [f"Report written to {out / 'report.md'}"]
-    if report.get("cases"):
-        def num(x, fmt=".3f"):
-            return "n/a" if x is None else format(x, fmt)
-
-        lines.append(
-            f"BMD: n = {report['n_cases']}, r = {num(report['pearson_r'])}, "
-            f"bias = {num(report['bland_altman']['bias'], '.2f')} mg/cm3, "
-            f"kappa (linear) = {num(report['kappa_linear'])}"
-            + (f", {report['n_failed']} failed case(s)" if report.get("n_failed") else "")
-        )
+    # Each statistic, or why it is not computed for this many cases (never "r = 1.000" for n = 2).
+    lines = [f"Report written to {out / 'report.md'}"] + console_summary(report)
     if report.get("seg_cases") is not None and "dice" in report:
         vs = report["valid_share"]
         lines.append(f"Segmentation: n = {report['n_seg_cases']}, valid = "
