@@ -105,15 +105,28 @@ def test_version():
 
 
 
-@pytest.mark.parametrize("command", ["run", "batch", "demo"])
+def _undocumented(parser) -> list:
+    """Arguments without help in `parser` and every sub-command below it."""
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                missing += [f"{name} {m}" for m in _undocumented(child)]
+        elif not action.help:
+            missing.append(str(action.option_strings or action.dest))
+    return missing
+
+
+@pytest.mark.parametrize("command", ["run", "batch", "demo", "train", "evaluate", "synth"])
 def test_every_argument_has_help(command):
     import argparse
 
     from osteobmd.cli import build_parser
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    undocumented = [a.option_strings or a.dest for a in sub.choices[command]._actions if not a.help]
-    assert undocumented == []
+    sub = next(a for a in build_parser(chosen=command)._actions if isinstance(a, argparse._SubParsersAction))
+    assert _undocumented(sub.choices[command]) == []
 
 
 @pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("batch", "--help")])

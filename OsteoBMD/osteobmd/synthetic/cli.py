@@ -55,7 +55,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--n", type=int, default=10, help="number of cases")
     p.add_argument("--seed0", type=int, default=0, help="seed of the first case (case i uses seed0 + i)")
     p.add_argument("--vendor", default="A", help="scanner calibration: A (training), B (reads low), C (reads high)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="cases generated in parallel (each needs about 2 GB)")
     p.add_argument("--lateral-mm", type=float, default=None,
                    help="left-right field of view in mm (smaller: faster and smaller training data)")
     for key, value in COHORT_PROBABILITIES.items():

@@ -30,10 +30,10 @@ def _common(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the weights (default: model_weights/); the log, checkpoints and sample cache "
                         "go into a training_* sub-folder")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (with --resume: the new total)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="samples per optimiser step")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam, cosine decay)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the sampling and the initial weights")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the cases kept for validation (a 'split' in case.json wins)")
     p.add_argument("--checkpoint-every", type=int, default=20, help="epochs between checkpoints (paper: 20)")
@@ -145,14 +145,15 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 
     reg = kinds.add_parser("regression", help="DenseNet-121 from trabecular patches to BMD (bmd.csv)")
     _common(reg, batch_size=32)
-    reg.add_argument("--init-features", type=int, default=64)
-    reg.add_argument("--growth-rate", type=int, default=32)
+    reg.add_argument("--init-features", type=int, default=64, help="channels after the stem (DenseNet-121: 64)")
+    reg.add_argument("--growth-rate", type=int, default=32, help="channels each dense layer adds (DenseNet-121: 32)")
     reg.add_argument("--block-config", type=_widths, default=(6, 12, 24, 16),
                      help="layers per dense block (DenseNet-121: 6,12,24,16)")
     reg.add_argument("--jitter", type=int, default=8, help="extra patches per vertebra at jittered centres")
     reg.add_argument("--keep-flagged", action="store_true",
                      help="also train on patches the pipeline flags (not inside trabecular bone, metal)")
-    reg.add_argument("--patch-spacing-mm", type=float, default=PatchConfig().spacing_mm)
+    reg.add_argument("--patch-spacing-mm", type=float, default=PatchConfig().spacing_mm,
+                     help="pixel spacing of the 32x32 trabecular patches (must match the pipeline's)")
     reg.set_defaults(handler=run_regression, func=run_regression)
 
     fin = kinds.add_parser(
@@ -165,10 +166,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     fin.add_argument("--epochs", type=int, default=30, help="epochs the cosine learning rate is planned for")
     fin.add_argument("--stop-epoch", type=int, default=None, help="stop after this epoch (of the --epochs schedule)")
     fin.add_argument("--minutes", type=float, default=None, help="stop after the epoch that passes this time budget")
-    fin.add_argument("--steps-per-epoch", type=int, default=40)
-    fin.add_argument("--batch-size", type=int, default=6)
+    fin.add_argument("--steps-per-epoch", type=int, default=40, help="optimiser steps per epoch")
+    fin.add_argument("--batch-size", type=int, default=6, help="phantom tiles per optimiser step")
     fin.add_argument("--lr", type=float, default=2e-3, help="initial learning rate (Adam, cosine decay)")
-    fin.add_argument("--seed", type=int, default=0)
+    fin.add_argument("--seed", type=int, default=0, help="seed of the phantom stream and the initial weights")
     fin.add_argument("--widths", type=_widths, default=(16, 32, 64, 128, 256), help="R2U-Net channel widths per level")
     fin.add_argument("--t", type=int, default=2, help="recurrent time steps")
     fin.add_argument("--spacing-mm", type=float, default=2.0, help="sagittal pixel spacing the network works at")
@@ -176,7 +177,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     fin.add_argument("--val-images", type=int, default=32, help="validation phantoms (a fixed seed stream)")
     fin.add_argument("--phantom-sacrum", choices=("segments", "smooth"), default="segments",
                      help="the phantoms' sacrum: fused body-like segments, or one smooth bone (the first run's)")
-    fin.add_argument("--select", choices=("best", "last"), default="best")
+    fin.add_argument("--select", choices=("best", "last"), default="best",
+                     help="final weights: the best validation epoch or the last epoch")
     fin.add_argument("--resume", type=Path, default=None,
                      help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")
     fin.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
