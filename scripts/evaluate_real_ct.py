@@ -7,7 +7,9 @@ their cropped views, score every result against the reference masks, and write t
         [--reuse] [--note "what was evaluated"]
 
 For each case in --references that has its CT in --data, and each view (full; top 30 / 60 mm
-cut away; bottom 30 / 60 mm cut away; the crop is cut alike from the reference), it runs
+cut away; bottom 30 / 60 mm cut away; a tight spine crop, +-60 or +-90 mm left-right of the
+lumbar bodies and 60 mm in front to 75 mm behind them, as a spine-only reconstruction; the
+crop is cut alike from the reference), it runs
 `python -m osteobmd run CT --out DIR/<case>/<view> --no-scene`, scores the output with
 osteobmd.evaluation.real_ct (levels found, named right, Dice per level on the sagittal
 slices the pipeline labelled, validity, BMD next to the patch's mean HU, the naming verdict,
@@ -31,9 +33,11 @@ import SimpleITK as sitk
 from osteobmd.evaluation.real_ct import LUMBAR, score_case, write_crop
 from osteobmd.results import OVERVIEW_PNG, RESULTS_JSON
 
-VIEWS = {"full": None, "top30": ("top", 30), "top60": ("top", 60), "bottom30": ("bottom", 30), "bottom60": ("bottom", 60)}
+VIEWS = {"full": None, "top30": ("top", 30), "top60": ("top", 60), "bottom30": ("bottom", 30), "bottom60": ("bottom", 60),
+         "spine60": ("spine", 60), "spine90": ("spine", 90)}
 VIEW_TEXT = {"full": "full view", "top30": "top 30 mm cut", "top60": "top 60 mm cut",
-             "bottom30": "bottom 30 mm cut", "bottom60": "bottom 60 mm cut"}
+             "bottom30": "bottom 30 mm cut", "bottom60": "bottom 60 mm cut",
+             "spine60": "spine crop ±60 mm", "spine90": "spine crop ±90 mm"}
 REFERENCE_FILE = "reference_levels.nii.gz"
 
 
@@ -151,7 +155,9 @@ def write_report(scores: list, path: Path, note: str = "") -> None:
         "Each real CT of `/work/shared/data` that has a reference mask in `Testing/data/real_ct/` is run "
         "through `osteobmd run CT --out DIR --no-scene`, exactly as a user would, with the shipped weights; "
         "so is each cropped view (30 or 60 mm cut away at the top or the bottom of the CT, and from the "
-        "reference alike), which takes away the ribs or the sacrum, the anchors the level names rest on. "
+        "reference alike), which takes away the ribs or the sacrum, the anchors the level names rest on, "
+        "and a tight spine crop like a spine-only reconstruction (±60 or ±90 mm left-right of the lumbar "
+        "bodies, 60 mm in front of them to 75 mm behind), which leaves little of the ribs and the pelvis. "
         "The references (whole vertebral bodies T12–L5 and the sacrum, how they were made: "
         "`Testing/data/real_ct/README.md`) are compared with the pipeline's `labels.nrrd` (L1–L4) "
         "**only on the sagittal slices the pipeline labelled** (its slab around the spinal canal), "

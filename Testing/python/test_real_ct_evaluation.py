@@ -8,7 +8,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import REPO, SAMPLE_CT
-from osteobmd.evaluation.real_ct import REFERENCE_CODES, crop_mm, score_case, score_labels
+from osteobmd.evaluation.real_ct import (
+    REFERENCE_CODES, SPINE_BACK_MM, SPINE_FRONT_MM, crop_mm, score_case, score_labels, write_crop,
+)
 from osteobmd.results import LABELS_NRRD, RESULTS_JSON
 
 REFERENCES = REPO / "Testing" / "data" / "real_ct"
@@ -129,6 +131,44 @@ def test_a_crop_cuts_the_right_end_and_keeps_the_geometry(direction, side):
     for k in (0, 9):
         point = cropped.TransformIndexToPhysicalPoint((2, 1, k))
         assert cropped[2, 1, k] == image[image.TransformPhysicalPointToIndex(point)]
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+                                       (0, 0, 1, 1, 0, 0, 0, 1, 0)])  # the last: PIR-like axis order
+def test_a_spine_crop_keeps_the_box_around_the_bodies_in_physical_space(direction, tmp_path):
+    # A 2 mm grid, 400 x 300 x 120 mm, with "L1-L4" in a block centred at x = 30, y = -20 mm (LPS).
+    size = (200, 150, 60)
+    reference = sitk.Image(size, sitk.sitkUInt8)
+    reference.SetSpacing((2.0, 2.0, 2.0))
+    reference.SetDirection(direction)
+    reference.SetOrigin((0.0, 0.0, 0.0))
+    reference.SetOrigin(tuple(np.asarray((30.0, -20.0, 0.0))
+                              - np.asarray(reference.TransformContinuousIndexToPhysicalPoint(tuple((n - 1) / 2 for n in size)))))
+    ref = sitk.GetArrayFromImage(reference)
+    kk, jj, ii = np.meshgrid(*[np.arange(n) for n in ref.shape], indexing="ij")
+    points = np.stack([ii, jj, kk], -1).reshape(-1, 3) * 2.0
+    lps = points @ np.asarray(direction, float).reshape(3, 3).T + np.asarray(reference.GetOrigin())
+    x, y, z = (lps[:, a].reshape(ref.shape) for a in range(3))
+    body = (np.abs(x - 30) < 20) & (np.abs(y + 20) < 15) & (np.abs(z - z.mean()) < 40)
+    ref[body] = REFERENCE_CODES["L2"]
+    ct = sitk.GetImageFromArray((x * 10).astype(np.int16))  # voxel value = its x in 0.1 mm
+    ct.CopyInformation(reference)
+    labels = sitk.GetImageFromArray(ref)
+    labels.CopyInformation(reference)
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(labels, str(tmp_path / "ref.nii.gz"))
+    ct_out, ref_out = write_crop(tmp_path / "ct.nii.gz", tmp_path / "ref.nii.gz", "spine", 50.0, tmp_path / "crop")
+    cropped, cropped_ref = sitk.ReadImage(str(ct_out)), sitk.ReadImage(str(ref_out))
+    assert cropped.GetSize() == cropped_ref.GetSize()
+    xs = sitk.GetArrayFromImage(cropped) / 10.0
+    assert xs.min() >= 30 - 50 - 2 and xs.max() <= 30 + 50 + 2  # +-50 mm (one voxel of rounding)
+    assert xs.max() - xs.min() >= 100 - 2
+    assert (sitk.GetArrayFromImage(cropped_ref) == REFERENCE_CODES["L2"]).sum() == body.sum()  # the bodies whole
+    corners = [cropped.TransformIndexToPhysicalPoint(c) for c in ((0, 0, 0), tuple(n - 1 for n in cropped.GetSize()))]
+    ys = sorted(p[1] for p in corners)
+    assert ys[0] >= -20 - SPINE_FRONT_MM - 2 and ys[1] <= -20 + SPINE_BACK_MM + 2
+    zs = sorted(p[2] for p in corners)
+    assert zs[1] - zs[0] == pytest.approx(z.max() - z.min())  # every slice along the body kept
 
 
 def _check_reference_on_ct(ct_path: Path, reference_path: Path) -> np.ndarray:

@@ -210,11 +210,47 @@ def crop_mm(image: sitk.Image, side: str, mm: float) -> sitk.Image:
     return image[tuple(index)]
 
 
+# A spine-only reconstruction: from this far in front of the lumbar bodies' centre to this
+# far behind it (the spinous processes end about 60-70 mm behind it), in mm (LPS y).
+SPINE_FRONT_MM, SPINE_BACK_MM = 60.0, 75.0
+
+
+def spine_box(reference: sitk.Image, half_width_mm: float) -> Tuple[slice, slice, slice]:
+    """Index slices of a tight spine crop: +-half_width_mm left-right of the reference's
+    L1-L4 centre, SPINE_FRONT_MM in front of it to SPINE_BACK_MM behind, every slice."""
+    ref = sitk.GetArrayViewFromImage(reference)
+    k, j, i = np.nonzero(np.isin(ref, [REFERENCE_CODES[n] for n in LUMBAR]))
+    if k.size == 0:
+        raise ValueError("the reference holds no L1-L4 body to centre the crop on")
+    centre = np.asarray(reference.TransformContinuousIndexToPhysicalPoint((i.mean(), j.mean(), k.mean())))
+    centre_index = np.asarray(reference.TransformPhysicalPointToContinuousIndex(tuple(centre)))
+    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
+    reach = {0: (-half_width_mm, half_width_mm), 1: (-SPINE_FRONT_MM, SPINE_BACK_MM)}  # LPS x, y
+    box = []
+    for axis in range(3):
+        physical = int(np.argmax(np.abs(direction[:, axis])))
+        n = reference.GetSize()[axis]
+        if physical not in reach:
+            box.append(slice(0, n))
+            continue
+        step = direction[physical, axis] * reference.GetSpacing()[axis]  # mm per index along it
+        ends = sorted(centre_index[axis] + mm / step for mm in reach[physical])
+        box.append(slice(max(0, int(np.floor(ends[0]))), min(n, int(np.ceil(ends[1])) + 1)))
+    return tuple(box)
+
+
 def write_crop(ct_path: Path, reference_path: Path, side: str, mm: float, out_dir: Path) -> Tuple[Path, Path]:
-    """Crop a CT and its reference alike; write both as NIfTI into out_dir."""
+    """Crop a CT and its reference alike; write both as NIfTI into out_dir. side: "top" or
+    "bottom" (mm cut away there), or "spine" (a tight crop +-mm around the spine)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ct_out, ref_out = out_dir / "ct.nii.gz", out_dir / "reference_levels.nii.gz"
-    sitk.WriteImage(crop_mm(sitk.ReadImage(str(ct_path)), side, mm), str(ct_out), True)
-    sitk.WriteImage(crop_mm(sitk.ReadImage(str(reference_path)), side, mm), str(ref_out), True)
+    ct, reference = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(reference_path))
+    if side == "spine":
+        box = spine_box(reference, mm)
+        ct, reference = ct[box], reference[box]
+    else:
+        ct, reference = crop_mm(ct, side, mm), crop_mm(reference, side, mm)
+    sitk.WriteImage(ct, str(ct_out), True)
+    sitk.WriteImage(reference, str(ref_out), True)
     return ct_out, ref_out
