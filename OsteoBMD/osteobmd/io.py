@@ -30,7 +30,9 @@ SOFT_TISSUE_HU = (-150.0, 150.0)
 MIN_SOFT_TISSUE_SHARE = 0.3
 FAT_HU = (-150.0, -30.0)
 MIN_FAT_SHARE = 0.005
-LOWEST_HU = -1100.0  # nothing in HU lies far below air
+# Almost nothing in HU lies far below air (a few voxels may: edge and reconstruction artefacts).
+LOWEST_HU = -1100.0
+MAX_BELOW_LOWEST_SHARE = 0.001
 MIN_DISTINCT_VALUES = 32  # fewer: a mask or label map, not a CT
 
 MODALITY_TAG = "0008|0060"
@@ -205,7 +207,7 @@ def _looks_like_soft_tissue_in_hu(sample: np.ndarray) -> bool:
     def share(band):
         return float(np.mean((sample >= band[0]) & (sample <= band[1])))
     return (
-        sample.min() >= LOWEST_HU
+        float(np.mean(sample < LOWEST_HU)) <= MAX_BELOW_LOWEST_SHARE
         and share(SOFT_TISSUE_HU) >= MIN_SOFT_TISSUE_SHARE
         and share(FAT_HU) >= MIN_FAT_SHARE
     )

@@ -120,6 +120,17 @@ def test_tight_spine_crop_without_air_is_a_ct(tmp_path):
     assert back.GetSize() == crop.GetSize()
 
 
+def test_tight_crop_with_a_few_voxels_below_air_is_a_ct(tmp_path):
+    """Real crops hold a few edge voxels below -1100 HU (the shared TotalSegmentator CT does):
+    the crop is still a CT; a stray value must not decide."""
+    hu = _body_like().astype(np.float32)
+    hu[0, 0, :3] = -1207.0  # 3 of 13824 voxels
+    assert io.read_ct(_write(hu, tmp_path / "crop.nii.gz")).GetSize() == (24, 24, 24)
+    hu.reshape(-1)[::250] = -1500.0  # 0.4 % far below air, and no air in view: not HU
+    with pytest.raises(InputError, match="does not look like a CT"):
+        io.read_ct(_write(hu, tmp_path / "not_hu.nii.gz"))
+
+
 def _body_like(seed=0):
     """A body-shaped mix: soft tissue, some fat, a bone tail (as in HU)."""
     rng = np.random.default_rng(seed)
