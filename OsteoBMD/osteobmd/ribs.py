@@ -90,6 +90,7 @@ class SideEvidence:
     root_lps: Optional[Tuple[float, float, float]] = None
     tip_lps: Optional[Tuple[float, float, float]] = None
     merged_organ: bool = False  # the arm merges into an organ bright with contrast
+    pelvis: bool = False  # the arm widens into a bony plate: the pelvis or the sacral ala
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict,
@@ -241,7 +242,8 @@ def _side_verdict(arm, room_mm: float, cut_in_z: bool, shape, bottom_is_edge: bo
                             or (bottom_is_edge and np.any(v[:, 0] == 0))
                             or (top_is_edge and np.any(v[:, 0] == shape[0] - 1)))
     if arm is not None and arm["stops_being_a_tube"] and arm["merged_bone_share"] > MERGED_BONE_SHARE:
-        return SideEvidence(CANNOT_TELL, arm["length"], "the bone beside it merges into a bony plate (the pelvis)")
+        return SideEvidence(CANNOT_TELL, arm["length"], "the bone beside it merges into a bony plate (the pelvis)",
+                            pelvis=True)
     if arm is not None and arm["length"] >= RIB_MIN_LENGTH_MM:
         if arm["lateral"] < MIN_LATERAL_SHARE * (arm["length"] - (SPINE_HALF_WIDTH_MM - HEAD_FROM_CANAL_MM)):
             return SideEvidence(CANNOT_TELL, arm["length"], "the long bone beside it runs along the spine, not outward")
@@ -265,6 +267,10 @@ def _combine(right: SideEvidence, left: SideEvidence) -> Tuple[str, str]:
     if pair == {RIB}:
         return RIB, "ribs on both sides"
     if pair == {RIB, CANNOT_TELL}:
+        if right.pelvis or left.pelvis:
+            # Ribs and the pelvis never flank one vertebra: the long "rib" is the pelvis too,
+            # cut by the edge of the view so that it looks like a tube.
+            return CANNOT_TELL, "the pelvis on one side, so the long bone on the other is not taken for a rib"
         return RIB, "a rib on the side in view"
     if pair == {NO_RIB}:
         return NO_RIB, "no rib on either side"

@@ -51,6 +51,28 @@ def test_real_ct_cropped_tight_round_the_spine_cannot_tell(case_name):
         assert by_name[level].verdict == CANNOT_TELL, (level, by_name[level].to_dict())
 
 
+@pytest.mark.parametrize("case_name", ["pancreas", "totalsegmentator"])
+def test_real_ct_tight_crop_never_lets_the_ribs_name_a_level_wrongly(case_name):
+    # Cropped +-60 mm round the spine, the ilium beside L5 is cut to a strip that can look
+    # like a long tube; whatever the rib evidence then says, counting down from it must
+    # name every body right or name none.
+    from osteobmd.naming import name_levels
+
+    case = _real(case_name)
+    ct = case.ct
+    centre_i = int(np.mean(case.canal.slab_indices))
+    half = int(round(60.0 / ct.GetSpacing()[0]))
+    tight = ct[max(0, centre_i - half): centre_i + half + 1, :, :]
+    finding, ribs = _evidence(tight, case.class_map, case.spacing_zy)
+    true = case.true_names(finding)
+    from_ribs = name_levels(finding, ribs).rib_names
+    assert all(name is None or name == t for name, t in zip(from_ribs, true)), (from_ribs, true)
+    # Where the pelvis shows on one side, the other side's long bone is not taken for a rib.
+    for body in ribs.bodies:
+        if body.left.pelvis or body.right.pelvis:
+            assert body.verdict != RIB, body.to_dict()
+
+
 def _synthetic(seed, **overrides):
     from osteobmd.synthetic.case import make_case
     from osteobmd.synthetic.constants import LEVEL_CODES
@@ -92,3 +114,13 @@ def test_synthetic_ribs_on_t9_to_t12_only(seed, transitional):
     else:
         assert naming.anchor == "sacrum+ribs"
         assert all(n == t for n, t in named)
+
+
+def test_a_long_bone_opposite_the_pelvis_is_not_a_rib():
+    from osteobmd.ribs import SideEvidence, _combine
+
+    long_bone = SideEvidence(RIB, 80.0, "a rib of 80 mm")
+    assert _combine(long_bone, SideEvidence(CANNOT_TELL, 20.0, "plate", pelvis=True))[0] == CANNOT_TELL
+    assert _combine(SideEvidence(CANNOT_TELL, 20.0, "plate", pelvis=True), long_bone)[0] == CANNOT_TELL
+    # Any other side that cannot be judged (the view ends, an organ) leaves the rib a rib.
+    assert _combine(long_bone, SideEvidence(CANNOT_TELL, None, "view too narrow"))[0] == RIB
