@@ -289,29 +289,96 @@ def test_ground_truth_reloads_identically_and_is_never_overwritten_silently(load
     assert [p.name for p in data.iterdir()] == ["sample_case_1"]
 
 
+def segment_voxels_ras(segmentation_node, segment_id: str):
+    """(voxel count, centroid in RAS mm) of a segment's binary labelmap."""
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    image = slicer.vtkOrientedImageData()
+    assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, image)
+    dims = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    k, j, i = np.nonzero(values == label_value)
+    extent = image.GetExtent()
+    ijk = np.stack([i + extent[0], j + extent[2], k + extent[4], np.ones_like(i)]).astype(float)
+    m = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(m)
+    to_ras = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return len(i), (to_ras @ ijk)[:3].mean(axis=1)
+
+
+def labels_voxels_ras(path, value: int):
+    """(voxel count, centroid in RAS mm) of one label of a label map file, read with SimpleITK."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    k, j, i = np.nonzero(sitk.GetArrayViewFromImage(image) == value)
+    axes = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
+    lps = axes @ np.stack([i, j, k]).astype(float) + np.asarray(image.GetOrigin())[:, None]
+    return len(i), np.array([-1.0, -1.0, 1.0]) * lps.mean(axis=1)
+
+
 def test_scene_mrb_loads_back_with_ct_segmentation_and_table(scene, pipeline_output, tmp_path):
     import shutil
+    import zipfile
 
+    import SimpleITK as sitk
+
+    from osteobmd.io import read_ct
     from osteobmd.scene import write_scene_mrb
+    from osteobmd.scene.conventions import lps_to_ras
 
     out_dir, result = pipeline_output
     copy = tmp_path / "out"
     shutil.copytree(out_dir, copy)
-    mrb = write_scene_mrb(copy, SAMPLE_CT)
+    timings = {}
+    mrb = write_scene_mrb(copy, SAMPLE_CT, timings=timings)
     assert mrb == copy / "scene.mrb" and mrb.stat().st_size > 0
     assert not [p for p in copy.iterdir() if p.name.startswith(".scene-")]
+    assert {"CT file read", "CT node", "WriteToMRB"} <= set(timings)
+
+    # What Slicer opens: a zip of one folder holding the scene and its data. The CT is in it
+    # once, as gzipped int16 (its HU are whole numbers), and the zip does not compress it again.
+    expected = read_ct(SAMPLE_CT)
+    with zipfile.ZipFile(mrb) as bundle:
+        assert {name.split("/")[0] for name in bundle.namelist()} == {"scene"}
+        assert "scene/scene.mrml" in bundle.namelist()
+        ct_entry = bundle.getinfo("scene/Data/CT.nrrd")
+        assert ct_entry.compress_type == zipfile.ZIP_STORED
+        header = bundle.read(ct_entry).split(b"\n\n", 1)[0].decode("ascii").splitlines()
+    assert "type: short" in header and "encoding: gzip" in header
+    assert ct_entry.file_size < 2 * int(np.prod(expected.GetSize()))  # fewer bytes than the raw int16 voxels
+    assert mrb.stat().st_size < SAMPLE_CT.stat().st_size  # the whole scene, smaller than the CT file it holds
 
     assert scene.ReadFromMRB(str(mrb))
     volumes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
     ct = next(v for v in volumes if v.GetName() == "CT" and not v.IsA("vtkMRMLLabelMapVolumeNode"))
-    import SimpleITK as sitk
+    # Every voxel round-trips, at the place the pipeline had it.
+    assert np.array_equal(node_array(ct), sitk.GetArrayViewFromImage(expected))
+    import vtk
 
-    assert ct.GetImageData().GetDimensions() == sitk.ReadImage(str(SAMPLE_CT)).GetSize()
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    ct.GetIJKToRASMatrix(ijk_to_ras)
+    for index in [(0, 0, 0), tuple(n - 1 for n in expected.GetSize())]:
+        ras = ijk_to_ras.MultiplyPoint((*index, 1.0))[:3]
+        assert np.allclose(ras, lps_to_ras(expected.TransformIndexToPhysicalPoint(index)), atol=1e-3)
+    display = ct.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == (1000, 350)
+
     segmentation_node = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     segmentation = segmentation_node.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
         list(VERTEBRA_NAMES)
+    # The segments hold labels.nrrd's voxels (stored cropped to L1-L4's box, placed by their own geometry).
+    for name in VERTEBRA_NAMES:
+        count, centroid = labels_voxels_ras(copy / LABELS_NRRD, LABEL_OF[name])
+        if count:
+            got_count, got_centroid = segment_voxels_ras(segmentation_node, name)
+            assert got_count == count and np.allclose(got_centroid, centroid, atol=0.01), name
     table = scene.GetFirstNodeByClass("vtkMRMLTableNode")
     assert table.GetNumberOfRows() == len(result.vertebrae) + 2  # + the mean and the level names
     for row, v in enumerate(result.vertebrae):
@@ -319,18 +386,35 @@ def test_scene_mrb_loads_back_with_ct_segmentation_and_table(scene, pipeline_out
         if v.bmd_mg_cm3 is not None:
             assert float(table.GetCellText(row, 1)) == pytest.approx(v.bmd_mg_cm3, abs=0.01)
 
-    # The pipeline holds the CT as a SimpleITK image (LPS): that works as well.
-    from osteobmd.io import read_ct
+    # The pipeline passes the CT it holds (a SimpleITK image, LPS): the same bundle.
     from osteobmd.scene.bare_scene import new_scene
 
-    from_image = write_scene_mrb(copy, ct_image=read_ct(SAMPLE_CT), mrb_path=str(copy / "from_image.mrb"))
+    from_image = write_scene_mrb(copy, ct_image=expected, mrb_path=str(copy / "from_image.mrb"))
     with new_scene() as other:
         assert other.scene.ReadFromMRB(str(from_image))
-        assert other.scene.GetFirstNodeByName("CT").GetImageData().GetNumberOfPoints() == \
-            ct.GetImageData().GetNumberOfPoints()
+        assert np.array_equal(node_array(other.scene.GetFirstNodeByName("CT")), node_array(ct))
         assert other.scene.GetFirstNodeByClass("vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 4
     with pytest.raises(ValueError, match="needs the CT"):
         write_scene_mrb(copy)
+
+
+def test_a_ct_with_fractional_values_keeps_them_in_the_scene(tmp_path):
+    """Only whole-number HU become int16: a resampled (fractional) CT keeps float32, exactly."""
+    pytest.importorskip("slicer", reason="slicer-core (the 'slicer' extra) is not installed")
+    import SimpleITK as sitk
+
+    from osteobmd.scene.bare_scene import new_scene
+    from osteobmd.scene.volumes import add_ct_image
+
+    values = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6) - 60
+    whole = sitk.GetImageFromArray(values)
+    fractional = sitk.GetImageFromArray(values + 0.25)
+    too_big = sitk.GetImageFromArray(values * 1000)  # up to 59000: outside int16
+    with new_scene() as context:
+        for image, vtk_type in ((whole, "short"), (fractional, "float"), (too_big, "float")):
+            node = add_ct_image(context.scene, image)
+            assert node.GetImageData().GetScalarTypeAsString() == vtk_type
+            assert np.array_equal(node_array(node), sitk.GetArrayViewFromImage(image))
 
 
 # --------------------------------------------------------------------------- case list (no Slicer needed)
