@@ -6,7 +6,7 @@ seconds say more), the size of the bundle and of its CT entry, and of the CT fil
     python benchmarks/benchmark_scene.py [--keep DIR]
 
 DIR (e.g. the one benchmark_pipeline.py --keep filled) is reused when it holds ct512.nii.gz
-and a pipeline output out_nii.gz_0; otherwise the CT is made and measured first (no scene).
+and a pipeline output out_nii.gz_default; otherwise the CT is made and measured first (no scene).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from benchmark_pipeline import make_big_ct, run_once
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", type=Path, default=None, help="folder with ct512.nii.gz and out_nii.gz_0 (made if missing)")
+    parser.add_argument("--keep", type=Path, default=None, help="folder with ct512.nii.gz and out_nii.gz_default (made if missing)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="osteobmd-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    ct_path, results = folder / "ct512.nii.gz", folder / "out_nii.gz_0"
+    ct_path, results = folder / "ct512.nii.gz", folder / "out_nii.gz_default"
     if not ct_path.exists():
         make_big_ct(folder)
     if not (results / "results.json").exists():
-        run_once(ct_path, results, "cpu", scene=False)
+        run_once(ct_path, results, "cpu", "no-scene")
 
     from osteobmd.io import read_ct
 

@@ -31,7 +31,7 @@ from .results import (
 )
 
 PathLike = Union[str, Path]
-# Every file a run writes; the scene is optional (--no-scene, or no slicer-core).
+# Every file a run writes; the scene is optional (only with --scene, and slicer-core).
 TOOL_FILES = (RESULTS_CSV, LABELS_NRRD, PATCHES_NPZ, PATCHES_PNG, OVERVIEW_PNG, SCENE_MRB, RESULTS_JSON)
 REQUIRED_FILES = tuple(n for n in TOOL_FILES if n != SCENE_MRB)
 # File names that say nothing about the case: the case takes its folder's name instead.

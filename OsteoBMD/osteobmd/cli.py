@@ -98,8 +98,9 @@ def _demo(args) -> int:
     from .options import RunOptions
     from .pipeline import run_case
 
-    # The demo folder is the tool's own: re-running the demo replaces it.
-    options = RunOptions.parse(device=args.device, overwrite=True)
+    # The demo folder is the tool's own: re-running the demo replaces it. It shows every output,
+    # scene.mrb included (opt-in for run and batch; on the demo's small CTs it is quick).
+    options = RunOptions.parse(device=args.device, overwrite=True, write_scene=True)
     out = args.out or (DEMO_OUT / ("synthetic" if args.synthetic else "sample"))
     if args.synthetic:
         from .synthetic import make_case, write_case

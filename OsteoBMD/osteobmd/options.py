@@ -83,7 +83,7 @@ class RunOptions:
     calibration: Calibration = field(default_factory=no_calibration)
     mask_path: Optional[Path] = None  # a label map to measure instead of segmenting
     weights_dir: Optional[Path] = None  # None: weights.default_weights_dir()
-    write_scene: bool = True
+    write_scene: bool = False  # scene.mrb is opt-in (--scene): it costs more than the 10 s a case may take
     overwrite: bool = False
     case_id: Optional[str] = None
 
@@ -97,7 +97,7 @@ class RunOptions:
 
     @classmethod
     def parse(cls, device: Optional[str] = "auto", vertebrae=None, calibration: Optional[str] = "none",
-              mask: Optional[PathLike] = None, weights: Optional[PathLike] = None, write_scene=True,
+              mask: Optional[PathLike] = None, weights: Optional[PathLike] = None, write_scene=False,
               overwrite=False, case_id: Optional[str] = None) -> "RunOptions":
         """Raw user values -> RunOptions; InputError names the first bad one."""
         return cls(
@@ -115,7 +115,7 @@ class RunOptions:
     def from_args(cls, args: argparse.Namespace) -> "RunOptions":
         """From a parser set up by `add_measure_arguments` (and maybe `add_case_arguments`)."""
         raw = dict(device=args.device, vertebrae=args.vertebrae, calibration=args.calibration,
-                   weights=args.weights, write_scene=not args.no_scene)
+                   weights=args.weights, write_scene=args.scene)
         for name in ("mask", "overwrite", "case_id"):
             if hasattr(args, name):
                 raw[name] = getattr(args, name)
@@ -137,8 +137,7 @@ class RunOptions:
             argv += ["--mask", str(self.mask_path)]
         if self.weights_dir is not None:
             argv += ["--weights", str(self.weights_dir)]
-        if not self.write_scene:
-            argv.append("--no-scene")
+        argv.append("--scene" if self.write_scene else "--no-scene")  # explicit, whatever the default
         if self.overwrite:
             argv.append("--overwrite")
         if self.case_id is not None:
@@ -155,7 +154,11 @@ def add_measure_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", default="none",
                    help="HU calibration: none, internal (air and fat of the patient), or linear:SLOPE,INTERCEPT")
     p.add_argument("--weights", default=None, help="folder with the model weights (default: model_weights/)")
-    p.add_argument("--no-scene", action="store_true", help="do not write scene.mrb")
+    p.add_argument("--scene", dest="scene", action="store_true", default=False,
+                   help="also write scene.mrb (CT, L1-L4 segmentation, BMD table) for 3D Slicer; "
+                        "needs slicer-core and adds about 8 s on a 512x512x400 CT")
+    p.add_argument("--no-scene", dest="scene", action="store_false",
+                   help="no scene.mrb: the default (accepted for older scripts)")
 
 
 def add_case_arguments(p: argparse.ArgumentParser) -> None:

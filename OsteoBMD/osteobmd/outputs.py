@@ -22,7 +22,7 @@ from .results import (
 
 def write_outputs(
     result: CaseResult, out_dir: Path, ct: sitk.Image, labels: sitk.Image, patches: Dict[str, Patch],
-    progress: ProgressCallback = silent, write_scene: bool = True,
+    progress: ProgressCallback = silent, write_scene: bool = False,
 ) -> None:
     """Every file of a case into `out_dir` (the pipeline's hidden folder, moved into place
     by case_folder.writing once all of them, and then results.json, are written)."""

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import SimpleITK as sitk
@@ -100,6 +101,16 @@ def test_overwrite_replaces_the_whole_folder_on_success(toy, out):
     assert CaseResult.read_json(out / "results.json").case == "B"
     assert not (out / "scene.mrb").exists()
     assert case_folder.is_complete(out) and hidden_beside(out) == []
+
+
+def test_a_run_writes_the_scene_only_when_asked(toy, tmp_path):
+    pytest.importorskip("slicer", reason="slicer-core (the 'slicer' extra) is not installed")
+    plain, with_scene = tmp_path / "plain", tmp_path / "with_scene"
+    assert run_cli(toy[0], "--out", plain, "--mask", toy[1]) == 0
+    assert set(os.listdir(plain)) == set(case_folder.REQUIRED_FILES)  # no scene.mrb by default
+    assert run_cli(toy[0], "--out", with_scene, "--mask", toy[1], "--scene") == 0
+    assert set(os.listdir(with_scene)) == set(case_folder.REQUIRED_FILES) | {"scene.mrb"}
+    assert zipfile.is_zipfile(with_scene / "scene.mrb")
 
 
 def test_overwrite_by_two_renames_where_no_atomic_exchange_exists(toy, out, monkeypatch):
@@ -199,7 +210,7 @@ def killed_runs(toy, tmp_path_factory):
         for sig in (signal.SIGTERM, signal.SIGKILL):
             target = shutil.copytree(old, root / f"{stage}-{sig.name}")
             args = ["run", ct, "--out", target, "--mask", mask, "--overwrite", "--progress", "json"]
-            args += [] if stage == "scene.mrb" else ["--no-scene"]
+            args += ["--scene"] if stage == "scene.mrb" else ["--no-scene"]
             proc = subprocess.Popen([sys.executable, "-c", KILLED_AT_STAGE, stage, str(int(sig)), *map(str, args)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             runs[stage, sig] = (target, proc)

@@ -14,7 +14,7 @@ def test_defaults_are_the_documented_ones():
     assert options == RunOptions()
     assert options.mean_vertebrae == DEFAULT_MEAN_VERTEBRAE == ("L1", "L2", "L3")
     assert options.calibration.kind == "none" and options.device == "auto"
-    assert options.write_scene and not options.overwrite
+    assert not options.write_scene and not options.overwrite  # scene.mrb is opt-in (--scene)
     assert options.mask_path is None and options.weights_dir is None and options.case_id is None
 
 
@@ -56,6 +56,7 @@ def test_bad_values_are_refused_with_what_is_wrong(raw, word):
     dict(device="cpu", vertebrae="L2,L3,L4", calibration="internal", overwrite=True, case_id="a b"),
     dict(calibration="linear:0.9731,12.125", write_scene=False, device="cuda:0"),
     dict(calibration=" Linear: 1.1 , -10 ", vertebrae=["L1"]),
+    dict(write_scene=True),
 ])
 def test_to_argv_round_trips(tmp_path, raw):
     mask = tmp_path / "m.nrrd"
@@ -72,6 +73,23 @@ def test_the_cli_parser_reads_to_argv_the_same_way(tmp_path):
     options = RunOptions.parse(vertebrae="L3", calibration="internal", write_scene=False, case_id="x")
     args = build_parser().parse_args(["run", "ct.nii.gz", "--out", str(tmp_path), *options.to_argv()])
     assert RunOptions.from_args(args) == options
+
+
+@pytest.mark.parametrize("flags, write_scene", [
+    ([], False),
+    (["--scene"], True),
+    (["--no-scene"], False),  # what older scripts pass: still accepted, and the default anyway
+    (["--scene", "--no-scene"], False),  # the last one given wins
+    (["--no-scene", "--scene"], True),
+])
+def test_the_scene_is_written_only_when_asked(tmp_path, flags, write_scene):
+    from osteobmd.cli import build_parser
+
+    for command in (["run", "ct.nii.gz"], ["batch", "cases.csv"]):
+        args = build_parser().parse_args([*command, "--out", str(tmp_path), *flags])
+        assert RunOptions.from_args(args).write_scene is write_scene, (command, flags)
+    assert RunOptions.from_argv(flags).write_scene is write_scene
+    assert ("--scene" if write_scene else "--no-scene") in RunOptions.parse(write_scene=write_scene).to_argv()
 
 
 def test_keyword_changes_keep_the_types(tmp_path):

@@ -35,7 +35,7 @@ def osteobmd(*args):
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample")
-    proc = osteobmd("run", SAMPLE_CT, "--out", out, "--overwrite", "--progress", "json")
+    proc = osteobmd("run", SAMPLE_CT, "--out", out, "--overwrite", "--progress", "json", "--scene")
     return out, proc
 
 
