@@ -9,7 +9,7 @@ too short to be a canal. What remains is the vertebral foramen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -63,6 +63,14 @@ def _working_image(ct: sitk.Image, spacing_mm: float) -> sitk.Image:
     )
 
 
+def _label(mask: np.ndarray, structure: np.ndarray) -> Tuple[np.ndarray, int]:
+    """ndimage.label into the platform's index type: np.bincount and fancy indexing then use
+    the labels as they are (int32 labels cost a 64-bit copy each time, seconds on a big CT)."""
+    labels = np.empty(mask.shape, np.intp)
+    n = ndimage.label(mask, structure=structure, output=labels)
+    return labels, int(n)
+
+
 def canal_mask(hu: np.ndarray, spacing_xyz, cfg: CanalConfig) -> np.ndarray:
     """The canal voxels of an LPS volume `hu[k, j, i]` (boolean, same shape)."""
     sx, sy, sz = spacing_xyz
@@ -77,43 +85,45 @@ def canal_mask(hu: np.ndarray, spacing_xyz, cfg: CanalConfig) -> np.ndarray:
     # In-plane connectivity only: each slice's holes are labelled on their own.
     in_plane = np.zeros((3, 3, 3), bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    holes, n = ndimage.label(not_bone, structure=in_plane)
+    holes, n = _label(not_bone, in_plane)
     if n == 0:
         return np.zeros_like(bone)
     border = np.zeros(n + 1, bool)
     for edge in (holes[:, 0, :], holes[:, -1, :], holes[:, :, 0], holes[:, :, -1]):
         border[np.unique(edge)] = True
-    area = np.bincount(holes.ravel(), minlength=n + 1) * sx * sy
-    mean_hu = np.bincount(holes.ravel(), weights=hu.ravel(), minlength=n + 1) / np.maximum(
-        np.bincount(holes.ravel(), minlength=n + 1), 1
-    )
-    keep = (
-        ~border
-        & (area >= cfg.min_area_mm2)
-        & (area <= cfg.max_area_mm2)
-        & (mean_hu >= CANAL_MIN_HU)
-        & (mean_hu <= CANAL_MAX_HU)
-    )
+    voxels = np.bincount(holes.ravel(), minlength=n + 1)
+    area = voxels * sx * sy
+    keep = ~border & (area >= cfg.min_area_mm2) & (area <= cfg.max_area_mm2)
     keep[0] = False
+    # The mean HU of canal-sized holes only (a few voxels; the same sums as over all of them).
+    sized = keep[holes]
+    mean_hu = np.bincount(holes[sized], weights=hu[sized], minlength=n + 1) / np.maximum(voxels, 1)
+    keep &= (mean_hu >= CANAL_MIN_HU) & (mean_hu <= CANAL_MAX_HU)
     # Only holes in the trunk: the marrow cavities of the arms are canal-sized holes too.
-    candidates = keep[holes] & _trunk(hu)
+    candidates = keep[holes]
+    where = np.nonzero(candidates)  # few voxels: look the trunk up there only
+    regions, is_trunk = _trunk_regions(hu)
+    candidates[where] = is_trunk[regions[where]]
     # 3D denoising: drop tiny specks, then chain the pieces along the body axis.
-    pieces, m = ndimage.label(candidates, structure=ndimage.generate_binary_structure(3, 1))
+    pieces, m = _label(candidates, ndimage.generate_binary_structure(3, 1))
     if m == 0:
         return candidates
     track = _longest_track(pieces, m, (sx, sy, sz), cfg.min_length_mm)
     if track is None:
         return np.zeros_like(candidates)
-    return np.isin(pieces, track)
+    in_track = np.zeros(m + 1, bool)
+    in_track[track] = True
+    return in_track[pieces]
 
 
-def _trunk(hu: np.ndarray) -> np.ndarray:
-    """Per slice, the largest region of soft tissue and bone: the trunk, not the arms."""
+def _trunk_regions(hu: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per slice, the largest region of soft tissue and bone, the trunk (not the arms), as
+    (region labels, is-trunk per label): a voxel v is in the trunk when is_trunk[labels[v]]."""
     in_plane = np.zeros((3, 3, 3), bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 2)
-    body, n = ndimage.label(hu > TRUNK_MIN_HU, structure=in_plane)
+    body, n = _label(hu > TRUNK_MIN_HU, in_plane)
     if n == 0:
-        return np.zeros(hu.shape, bool)
+        return body, np.zeros(1, bool)
     sizes = np.bincount(body.ravel(), minlength=n + 1)
     # With in-plane connectivity the labels are numbered slice by slice (raster order), so
     # slice k holds the contiguous range first[k]..last[k]: no per-slice search is needed.
@@ -123,7 +133,7 @@ def _trunk(hu: np.ndarray) -> np.ndarray:
     for lo, hi in zip(first, last):
         if hi >= lo:
             largest[lo + int(np.argmax(sizes[lo:hi + 1]))] = True
-    return largest[body]
+    return body, largest
 
 
 def _longest_track(pieces: np.ndarray, m: int, spacing_xyz, min_length_mm: float) -> "np.ndarray | None":
