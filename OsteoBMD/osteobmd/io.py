@@ -77,7 +77,9 @@ def _read_any(path: Path) -> sitk.Image:
 
 
 def to_lps(image: sitk.Image) -> sitk.Image:
-    """Reorient (a permutation/flip of axes, no resampling) to LPS."""
+    """Reorient (a permutation/flip of axes, no resampling) to LPS; an LPS image is returned as it is."""
+    if orientation_code(image) == "LPS":
+        return image
     return sitk.DICOMOrient(image, "LPS")
 
 
@@ -129,7 +131,8 @@ def read_ct(path: PathLike) -> sitk.Image:
         )
     header_says_ct = image.HasMetaDataKey(MODALITY_TAG) and image.GetMetaData(MODALITY_TAG).strip().upper() == "CT"
     stored = InputGrid.of(image)
-    image = to_lps(sitk.Cast(image, sitk.sitkFloat32))
+    # Reoriented before the cast: moving the stored (often 16-bit) voxels copies half the bytes.
+    image = sitk.Cast(to_lps(image), sitk.sitkFloat32)
     check_is_ct(image, path.name, header_says_ct)
     # Carried on the image itself so every step that gets the CT can reach the user's grid.
     image.SetMetaData(INPUT_GRID_KEY, json.dumps(asdict(stored)))
