@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from .config import CLASS_COLORS, LABEL_COLORS, NORMAL_ABOVE, OSTEOPOROSIS_BELOW, VERTEBRA_NAMES
+from .io import to_lps
 from .patches import Patch
 from .results import CaseResult, naming_verdict
 
@@ -170,7 +171,7 @@ def _oriented(ct: sitk.Image, labels: sitk.Image) -> Tuple[sitk.Image, sitk.Imag
                  and np.allclose(labels.GetDirection(), ct.GetDirection(), atol=1e-5))
     if not same_grid:
         labels = sitk.Resample(labels, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
-    return sitk.DICOMOrient(ct, "LPS"), sitk.DICOMOrient(labels, "LPS")
+    return to_lps(ct), to_lps(labels)
 
 
 def _sagittal(ax, result: CaseResult, ct: sitk.Image, labels: sitk.Image, renderer) -> None:

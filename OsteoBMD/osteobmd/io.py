@@ -153,7 +153,8 @@ def to_input_grid(image: sitk.Image, ct: sitk.Image) -> sitk.Image:
     DICOMOrient only permutes and flips axes, so this is exact; the recorded geometry is then
     set bit for bit after checking it is the one the reorientation gives."""
     grid = input_grid(ct)
-    back = sitk.DICOMOrient(image, grid.orientation)
+    # A copy either way: the recorded geometry is set on it below, never on the caller's image.
+    back = sitk.Image(image) if orientation_code(image) == grid.orientation else sitk.DICOMOrient(image, grid.orientation)
     same = (
         back.GetSize() == grid.size
         and np.allclose(back.GetSpacing(), grid.spacing, rtol=1e-6, atol=1e-6)
