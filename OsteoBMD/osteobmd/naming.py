@@ -3,7 +3,9 @@
 Two anchors:
 - the sacrum: the body directly above it is L5, the next one up L4, and so on;
 - the ribs: the lowest vertebra that bears ribs is T12 (the body below it, with no rib, is
-  L1), provided the rib evidence is consistent (rib-free bodies below, rib-bearing above).
+  L1), provided the rib evidence is consistent (rib-free bodies below, rib-bearing above);
+  "ribs" beside the lowest bodies, below a lumbar stretch of rib-free ones, are the iliac
+  crests and are set aside.
 Counting runs only along an unbroken chain: across a missed body (a break) no name is given
 from that anchor.
 
@@ -23,7 +25,7 @@ from typing import List, Optional
 import numpy as np
 
 from .bodies import SpineFinding
-from .ribs import NO_RIB, RIB, RibEvidence
+from .ribs import CANNOT_TELL, NO_RIB, RIB, RibEvidence
 
 LUMBAR = ["L1", "L2", "L3", "L4", "L5"]
 THORACIC = [f"T{n}" for n in range(12, 0, -1)]
@@ -32,6 +34,10 @@ LUMBAR_LABELS = {"L1": 1, "L2": 2, "L3": 3, "L4": 4}
 TRANSITIONAL_FLAG = "levels may be off by one (transitional anatomy)"
 # Bodies above the lowest rib-bearing one that must not be rib-free.
 CONSISTENT_ABOVE = 2
+# The iliac crests lie beside L4-S1 and can pass for ribs. "Ribs" on at most this many lowest
+# bodies in view, with at least LUMBAR_GAP rib-free bodies above them, are the pelvis.
+PELVIS_BODIES = 2
+LUMBAR_GAP = 3
 
 
 @dataclass
@@ -104,6 +110,20 @@ def _from_sacrum(finding: SpineFinding) -> tuple:
     return names, None
 
 
+def _pelvis_set_aside(finding: SpineFinding, verdicts: List[str]) -> List[str]:
+    """The rib verdicts with "ribs" beside the lowest bodies turned to "cannot tell" when a
+    lumbar stretch of rib-free bodies lies above them: no rib lies below rib-free lumbar
+    vertebrae, but the iliac crests do."""
+    low = 0
+    while low < min(PELVIS_BODIES, len(verdicts)) and verdicts[low] != NO_RIB:
+        low += 1
+    above = verdicts[low:low + LUMBAR_GAP]
+    if (RIB in verdicts[:low] and len(above) == LUMBAR_GAP and all(v == NO_RIB for v in above)
+            and finding.connected(0, low + LUMBAR_GAP - 1)):
+        return [CANNOT_TELL] * low + list(verdicts[low:])
+    return list(verdicts)
+
+
 def _from_ribs(finding: SpineFinding, ribs: Optional[RibEvidence]) -> tuple:
     """(names, reason it cannot be used or None). T12 = the lowest rib-bearing body, which
     must have a rib-free body directly below it in the same unbroken chain."""
@@ -111,7 +131,7 @@ def _from_ribs(finding: SpineFinding, ribs: Optional[RibEvidence]) -> tuple:
     names: List[Optional[str]] = [None] * n
     if ribs is None or len(ribs.bodies) != n:
         return names, "no rib evidence was given"
-    verdicts = ribs.verdicts
+    verdicts = _pelvis_set_aside(finding, ribs.verdicts)
     with_rib = [i for i, v in enumerate(verdicts) if v == RIB]
     if not with_rib:
         return names, "no rib was seen beside any body in view"

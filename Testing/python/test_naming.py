@@ -116,6 +116,28 @@ def test_rib_anchor_needs_a_judged_rib_free_body_below_and_consistent_evidence()
     assert not name_levels(g, ribs_of([R] * len(g.bodies))).valid
 
 
+@pytest.mark.parametrize("low", [[R, R], [R], [C, R]])
+def test_ribs_beside_the_lowest_bodies_below_a_lumbar_stretch_are_the_pelvis(low):
+    # No sacrum in view; the lowest one or two bodies show long bones (the iliac crests) below
+    # four rib-free bodies: the ribs still anchor, at the real T12.
+    n_low = len(low)
+    f = find_bodies(spine(n_lumbar=4 + n_low, n_thoracic=2, sacrum=False), (1.0, 1.0))
+    r = name_levels(f, ribs_of(low + [N, N, N, N, R, R]))
+    assert r.valid and r.anchor == "ribs"
+    assert r.names[n_low:] == ["L4", "L3", "L2", "L1", "T12", "T11"]
+
+
+def test_the_pelvis_rule_never_hides_a_thoracic_rib_or_a_short_lumbar_stretch():
+    # Only two rib-free bodies above the low "ribs": not the lumbar spine, so nothing is set aside.
+    f = find_bodies(spine(n_lumbar=4, n_thoracic=2, sacrum=False), (1.0, 1.0))
+    r = name_levels(f, ribs_of([R, R, N, N, R, R]))
+    assert not r.valid and "already bears ribs" in r.message
+    # Missed ribs above T12 stay inconsistent evidence (the rule looks at the lowest bodies only).
+    g = find_bodies(spine(n_lumbar=5, n_thoracic=5, sacrum=False), (1.0, 1.0))
+    r = name_levels(g, ribs_of([C, N, N, N, N, R, N, N, N, R]))
+    assert not r.valid and "inconsistent" in r.message
+
+
 # ---------------------------------------------------------------- real CT
 CROPS = [(None, 0), ("top", 30), ("top", 60), ("bottom", 30), ("bottom", 60)]
 
