@@ -333,9 +333,10 @@ def overview_figure(result: CaseResult, ct: sitk.Image, labels: sitk.Image, patc
     for line in lines[1:]:
         y += sheet.text(panel_x, y, line, 8.5, panel_w, color=NAMING_COLORS[verdict]) + 0.02
     y = _level_table(sheet, panel_x, y + 0.15, panel_w, result) + 0.15
-    if result.messages:
+    notes = [m for m in result.messages if m not in lines]  # the naming message stands above already
+    if notes:
         y += sheet.text(panel_x, y, "Notes", 8.5, panel_w, weight="bold", color=NOTE_COLOR) + 0.03
-        for message in result.messages:
+        for message in notes:
             y += sheet.text(panel_x, y, f"• {message}", 8, panel_w, color=NOTE_COLOR) + 0.02
     names = [n for n in VERTEBRA_NAMES if n in patches]
     if names:

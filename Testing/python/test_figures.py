@@ -190,8 +190,11 @@ def test_the_level_naming_verdict_follows_the_naming_stage_and_is_drawn(sample_c
         seen[key] = naming_verdict(r)
         verdict, lines = seen[key]
         assert naming.message in lines
+        r.messages = [naming.message, "another note"]  # as the pipeline files its notes
         drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
         assert all(line in drawn for line in lines)
+        assert "• another note" in drawn  # every note is drawn, the naming message once
+        assert sum(naming.message in text for text in drawn) == 1
     assert seen["agree"][0] is True and "both agree" in seen["agree"][1][0]
     assert seen["sacrum only"][0] is True and "sacrum only" in seen["sacrum only"][1][0]
     assert seen["transitional"][0] is False and "doubtful" in seen["transitional"][1][0]
