@@ -1,6 +1,5 @@
 """Spinal-canal detection (METHOD 1) on phantoms and on the real sample CT."""
 
-import numpy as np
 import pytest
 
 from osteobmd import io

@@ -3,14 +3,12 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
 
 from osteobmd.cli import SAMPLE_CT
 from toy_ct import make_toy_ct
-from test_io import THORAX_DICOM
 
 
 def osteobmd(*args, cwd=None):
