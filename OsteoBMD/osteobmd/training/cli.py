@@ -37,11 +37,16 @@ def _common(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the cases kept for validation (a 'split' in case.json wins)")
     p.add_argument("--checkpoint-every", type=int, default=20, help="epochs between checkpoints (paper: 20)")
+    _run_control(p, device="auto", device_help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+
+
+def _run_control(p: argparse.ArgumentParser, device: str, device_help: str) -> None:
+    """The arguments every trainer shares: which weights to keep, resume, device, threads, output."""
     p.add_argument("--select", choices=("best", "last"), default="best",
                    help="final weights: the best validation epoch or the last epoch")
     p.add_argument("--resume", type=Path, default=None,
                    help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")
-    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--device", default=device, help=device_help)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
 
@@ -177,13 +182,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     fin.add_argument("--val-images", type=int, default=32, help="validation phantoms (a fixed seed stream)")
     fin.add_argument("--phantom-sacrum", choices=("segments", "smooth"), default="segments",
                      help="the phantoms' sacrum: fused body-like segments, or one smooth bone (the first run's)")
-    fin.add_argument("--select", choices=("best", "last"), default="best",
-                     help="final weights: the best validation epoch or the last epoch")
-    fin.add_argument("--resume", type=Path, default=None,
-                     help="continue from a checkpoint (file, or its folder: the newest); --epochs is the new total")
-    fin.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    fin.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
-    fin.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+    _run_control(fin, device="cpu", device_help="auto, cpu, cuda or cuda:N")
     fin.set_defaults(handler=run_finder, func=run_finder)
 
     def _need_kind(args) -> int:
