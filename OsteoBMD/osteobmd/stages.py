@@ -148,10 +148,13 @@ def vertebra_verdicts(measured: Measurements, bmd: Dict[str, float], from_user_l
                       naming: Optional[LevelNaming] = None) -> List[VertebraResult]:
     """One result per level L1-L4; valid only when no reason speaks against it."""
     vertebrae = []
+    unnamed = naming_reasons(naming)
     for name in VERTEBRA_NAMES:
         g = measured.geometry.get(name)
-        reasons = (naming_reasons(naming) + list(measured.reasons[name])
-                   + (bmd_reasons(bmd[name]) if name in bmd else []))
+        # A level that is missing because nothing could be named is not "missing from the
+        # segmentation": the bodies were found, and the naming reason alone says why.
+        level = [] if unnamed and g is None else list(measured.reasons[name])
+        reasons = unnamed + level + (bmd_reasons(bmd[name]) if name in bmd else [])
         vertebrae.append(VertebraResult(
             name=name,
             bmd_mg_cm3=round(bmd[name], 2) if name in bmd else None,

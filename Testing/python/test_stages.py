@@ -107,6 +107,8 @@ def test_without_an_anchor_no_level_is_named_and_every_level_says_why(toy, regre
     result = stages.verdicts_and_mean("toy", measured, {}, labelling, no_calibration(), ("L1", "L2", "L3"))
     assert not result.valid and result.level_anchor == "none" and result.level_naming["valid"] is False
     assert all(any("could not be named" in r for r in v.reasons) for v in result.vertebrae)
+    # The bodies were found, only not named: no level is called "missing from the segmentation".
+    assert not any("missing" in r for v in result.vertebrae for r in v.reasons)
     assert labelling.naming.message in result.messages
 
 
