@@ -27,7 +27,7 @@ from matplotlib.text import Text
 from .config import CLASS_COLORS, LABEL_COLORS, NORMAL_ABOVE, OSTEOPOROSIS_BELOW, VERTEBRA_NAMES
 from .io import to_lps
 from .patches import Patch
-from .results import CaseResult, naming_verdict
+from .results import CaseResult, naming_verdict, notes_besides_naming
 
 DISCLAIMER = "Research use only — not a medical device."
 DISPLAY_WINDOW = (-150.0, 850.0)
@@ -333,7 +333,7 @@ def overview_figure(result: CaseResult, ct: sitk.Image, labels: sitk.Image, patc
     for line in lines[1:]:
         y += sheet.text(panel_x, y, line, 8.5, panel_w, color=NAMING_COLORS[verdict]) + 0.02
     y = _level_table(sheet, panel_x, y + 0.15, panel_w, result) + 0.15
-    notes = [m for m in result.messages if m not in lines]  # the naming message stands above already
+    notes = notes_besides_naming(result)  # the naming's own notes stand above, with its verdict
     if notes:
         y += sheet.text(panel_x, y, "Notes", 8.5, panel_w, weight="bold", color=NOTE_COLOR) + 0.03
         for message in notes:

@@ -148,9 +148,16 @@ ANCHOR_WORDS = {
 }
 
 
-def _naming_trusted(result: CaseResult) -> bool:
-    naming = result.level_naming or {}
-    return result.level_anchor == "user" or (bool(naming.get("valid")) and not naming.get("flags"))
+def naming_notes(level_naming: Optional[dict]) -> List[str]:
+    """The naming stage's message and flags, worded as a result's notes say them."""
+    naming = level_naming or {}
+    return [m for m in [naming.get("message")] if m] + [f"Level names: {f}." for f in naming.get("flags", [])]
+
+
+def notes_besides_naming(result: CaseResult) -> List[str]:
+    """The result's notes without the naming's own (shown where the naming verdict is shown)."""
+    naming = set(naming_notes(result.level_naming))
+    return [m for m in result.messages if m not in naming]
 
 
 def level_naming_summary(result: CaseResult) -> Tuple[str, bool, str]:
@@ -158,7 +165,8 @@ def level_naming_summary(result: CaseResult) -> Tuple[str, bool, str]:
     naming = result.level_naming or {}
     how = ANCHOR_WORDS.get(result.level_anchor, "not named: no anatomical anchor in view")
     notes = "; ".join([m for m in [naming.get("message")] if m] + list(naming.get("flags", [])))
-    return how, _naming_trusted(result), notes
+    trusted = result.level_anchor == "user" or naming_verdict(result)[0] is True
+    return how, trusted, notes
 
 
 def naming_verdict(result: CaseResult) -> Tuple[Optional[bool], List[str]]:
@@ -176,5 +184,4 @@ def naming_verdict(result: CaseResult) -> Tuple[Optional[bool], List[str]]:
         verdict, headline = False, f"Level names doubtful: {ANCHOR_WORDS[anchor]}, but flagged."
     else:
         verdict, headline = True, f"Level names {ANCHOR_WORDS[anchor]}."
-    message = naming.get("message")
-    return verdict, [headline] + ([message] if message else []) + [f"Flag: {f}." for f in flags]
+    return verdict, [headline] + naming_notes(naming)

@@ -28,7 +28,7 @@ from .naming import LevelNaming, name_levels as count_levels
 from .patches import Patch, VertebraGeometry, extract_patch, vertebra_geometry
 from .progress import ProgressCallback, silent
 from .regression import predict_bmd
-from .results import CaseResult, VertebraResult
+from .results import CaseResult, VertebraResult, naming_notes
 from .ribs import detect_ribs
 from .segmentation import Segmentation, find_vertebrae
 from .validity import bmd_reasons, geometry_reasons
@@ -191,17 +191,12 @@ def calibration_notes(calibration: Calibration) -> List[str]:
     return []
 
 
-def naming_notes(naming: Optional[LevelNaming]) -> List[str]:
-    if naming is None:
-        return []
-    return [naming.message] + [f"Level names: {flag}." for flag in naming.flags]
-
-
 def verdicts_and_mean(case_id: str, measured: Measurements, bmd: Dict[str, float], labelling: Labelling,
                       calibration: Calibration, mean_vertebrae: Sequence[str]) -> CaseResult:
     """The case's result: per-vertebra verdicts, the mean and its class, and the notes."""
     vertebrae = vertebra_verdicts(measured, bmd, labelling.source == "user", labelling.naming)
     mean, mean_notes = mean_bmd(vertebrae, mean_vertebrae)
+    level_naming = labelling.naming.to_dict() if labelling.naming is not None else None
     return CaseResult(
         case=case_id,
         vertebrae=vertebrae,
@@ -209,10 +204,10 @@ def verdicts_and_mean(case_id: str, measured: Measurements, bmd: Dict[str, float
         mean_vertebrae=list(mean_vertebrae),
         classification=classify_bmd(mean) if mean is not None else None,
         valid=mean is not None,
-        messages=labelling.notes + calibration_notes(calibration) + mean_notes + naming_notes(labelling.naming),
+        messages=labelling.notes + calibration_notes(calibration) + mean_notes + naming_notes(level_naming),
         level_anchor="user" if labelling.naming is None else (labelling.naming.anchor or "none"),
         levels_consistent=labelling.naming.anchors_agree if labelling.naming is not None else None,
-        level_naming=labelling.naming.to_dict() if labelling.naming is not None else None,
+        level_naming=level_naming,
         mask_source=labelling.source,
         calibration=calibration.to_dict() if calibration.requested != "none" else None,
     )

@@ -21,7 +21,7 @@ from osteobmd.figures import (
 from osteobmd.bodies import find_bodies
 from osteobmd.naming import name_levels
 from osteobmd.patches import Patch
-from osteobmd.results import naming_verdict
+from osteobmd.results import naming_notes, naming_verdict
 from conftest import SAMPLE_CT
 from test_naming import C, N, R, ribs_of, spine
 
@@ -190,11 +190,12 @@ def test_the_level_naming_verdict_follows_the_naming_stage_and_is_drawn(sample_c
         seen[key] = naming_verdict(r)
         verdict, lines = seen[key]
         assert naming.message in lines
-        r.messages = [naming.message, "another note"]  # as the pipeline files its notes
+        r.messages = naming_notes(r.level_naming) + ["another note"]  # as the pipeline files its notes
         drawn = [t.get_text().replace("\n", " ") for t in drawn_texts(overview_figure(r, ct, labels, patches))]
         assert all(line in drawn for line in lines)
-        assert "• another note" in drawn  # every note is drawn, the naming message once
-        assert sum(naming.message in text for text in drawn) == 1
+        assert "• another note" in drawn  # every note is drawn, the naming's own (message, flags) once
+        for note in naming_notes(r.level_naming):
+            assert sum(note in text for text in drawn) == 1, note
     assert seen["agree"][0] is True and "both agree" in seen["agree"][1][0]
     assert seen["sacrum only"][0] is True and "sacrum only" in seen["sacrum only"][1][0]
     assert seen["transitional"][0] is False and "doubtful" in seen["transitional"][1][0]

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import vtk
 
 from osteobmd.config import VERTEBRA_NAMES, classify_bmd
-from osteobmd.results import CaseResult, level_naming_summary
+from osteobmd.results import CaseResult, level_naming_summary, notes_besides_naming
 
 from .conventions import ATTR_CLASS, ATTR_MASK_SOURCE, ATTR_MEAN, ATTR_ROLE, lps_to_ras
 
@@ -48,7 +48,7 @@ def bmd_rows(result: CaseResult) -> List[dict]:
         "BMD": float("nan") if mean is None else float(mean),
         "Class": result.classification or "",
         "Valid": "yes" if result.valid else "no",
-        "Reasons": "; ".join(result.messages),
+        "Reasons": "; ".join(notes_besides_naming(result)),  # the naming's own: the row below
         "Patch centre": "",
         "Corrected mask": "yes" if result.mask_source == "user" else "no",
     })
