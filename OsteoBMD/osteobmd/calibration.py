@@ -51,10 +51,6 @@ class Calibration:
             self.requested = self.kind
 
     @property
-    def is_identity(self) -> bool:
-        return self.kind == "none" or (self.slope == 1.0 and self.intercept == 0.0)
-
-    @property
     def pending(self) -> bool:
         """An internal calibration asked for but not yet estimated from a CT."""
         return self.kind == "internal" and not self.measured

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from .calibration import AIR_REFERENCE_HU, FAT_REFERENCE_HU, Calibration
 from .errors import InputError
+from .io import to_lps
 
 # Measurement bands (measured, i.e. uncalibrated, HU).
 BODY_THRESHOLD_HU = -500.0           # body / air boundary
@@ -185,8 +186,7 @@ def estimate_internal_calibration(ct: sitk.Image, spine_center_lps_mm: Optional[
     """
     if ct.GetDimension() != 3:
         raise InputError("The internal calibration needs a 3D CT.")
-    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection()) != "LPS":
-        ct = sitk.DICOMOrient(ct, "LPS")  # a copy; io.read_ct already gives LPS
+    ct = to_lps(ct)  # io.read_ct already gives LPS
     array = sitk.GetArrayViewFromImage(ct)  # (k, j, i), no copy
     nz, ny, nx = array.shape
     sx, sy, sz = ct.GetSpacing()

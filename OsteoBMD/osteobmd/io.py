@@ -247,10 +247,6 @@ def read_labelmap(path: PathLike, ct: sitk.Image) -> sitk.Image:
     return labels
 
 
-def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> None:
-    sitk.WriteImage(image, str(path), useCompression=compress)
-
-
 def case_id_from_path(path: PathLike) -> str:
     """A case id from the input's name, without the image suffix (never from DICOM tags)."""
     name = Path(path).name

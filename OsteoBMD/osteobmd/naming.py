@@ -25,12 +25,11 @@ from typing import List, Optional
 import numpy as np
 
 from .bodies import SpineFinding
+from .config import LABEL_OF
 from .ribs import CANNOT_TELL, NO_RIB, RIB, RibEvidence
 
 LUMBAR = ["L1", "L2", "L3", "L4", "L5"]
 THORACIC = [f"T{n}" for n in range(12, 0, -1)]
-# Label values of the pipeline's sagittal L1-L4 map.
-LUMBAR_LABELS = {"L1": 1, "L2": 2, "L3": 3, "L4": 4}
 TRANSITIONAL_FLAG = "levels may be off by one (transitional anatomy)"
 # Bodies above the lowest rib-bearing one that must not be rib-free.
 CONSISTENT_ABOVE = 2
@@ -163,13 +162,9 @@ def _from_ribs(finding: SpineFinding, ribs: Optional[RibEvidence]) -> tuple:
 def _lumbar_map(finding: SpineFinding, names: List[Optional[str]]) -> np.ndarray:
     out = np.zeros(finding.shape, np.uint8)
     for body, name in zip(finding.bodies, names):
-        if name in LUMBAR_LABELS:
-            out[body.mask] = LUMBAR_LABELS[name]
+        if name in LABEL_OF:
+            out[body.mask] = LABEL_OF[name]
     return out
-
-
-def _plain(reason: str) -> str:
-    return reason[0].upper() + reason[1:]
 
 
 def name_levels(finding: SpineFinding, ribs: Optional[RibEvidence] = None) -> LevelNaming:

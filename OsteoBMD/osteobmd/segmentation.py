@@ -54,7 +54,7 @@ def fused_probabilities(
 class Segmentation:
     """What the finder saw on the slab: a sagittal class map on the CT's own sagittal grid."""
 
-    fused: np.ndarray  # s[z, y]: 0 background, 1 vertebral body, 2 sacrum (FINDER_CLASSES)
+    fused: np.ndarray  # s[z, y]: 0 background, 1 vertebral body, 2 sacrum (bodies.BODY_CLASS, SACRUM_CLASS)
     spacing_zy: Tuple[float, float]  # of `fused`, in mm
     slab_indices: Tuple[int, ...]  # the CT's x indices (LPS array i) the map was fused over
 

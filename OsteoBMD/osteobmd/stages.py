@@ -23,7 +23,7 @@ from .calibration import Calibration, resolve_calibration
 from .canal import CanalResult, detect_canal
 from .config import LABEL_OF, VERTEBRA_NAMES, CanalConfig, PatchConfig, SegmentationConfig, classify_bmd
 from .errors import InputError
-from .bodies import find_bodies
+from .bodies import BODY_CLASS, find_bodies
 from .naming import LevelNaming, name_levels as count_levels
 from .patches import Patch, VertebraGeometry, extract_patch, vertebra_geometry
 from .progress import ProgressCallback, silent
@@ -82,7 +82,7 @@ def segment(ct: sitk.Image, canal: CanalResult, models: Models, cfg: Segmentatio
     """Vertebral bodies and the sacrum on the slab; InputError when no body is found."""
     segmentation = find_vertebrae(ct, canal, models.segmentation, models.segmentation_meta, cfg, models.device,
                                   progress)
-    if not (segmentation.fused == 1).any():
+    if not (segmentation.fused == BODY_CLASS).any():
         raise InputError(
             "No vertebral body was found in this scan. OsteoBMD needs a CT that shows "
             "the lumbar spine; this one may show another part of the body."

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from ..io import to_lps
 from ..results import LABELS_NRRD, PATCHES_NPZ, RESULTS_JSON
 from .segmentation import _same_grid
 
@@ -80,7 +81,7 @@ class CaseScore:
 
 
 def _lps_array(image: sitk.Image) -> Tuple[np.ndarray, sitk.Image]:
-    oriented = sitk.DICOMOrient(image, "LPS")
+    oriented = to_lps(image)
     return sitk.GetArrayFromImage(oriented), oriented
 
 

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from ..config import VERTEBRA_NAMES
 from ..errors import InputError
+from ..io import to_lps
 from .stats import _f, mean_sd
 
 PathLike = Union[str, Path]
@@ -83,7 +84,7 @@ def _read_labels(path: Path) -> sitk.Image:
         raise InputError(f"'{path}' could not be read as a label map.") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"'{path.name}' is not a 3D single-component label map.")
-    return sitk.DICOMOrient(image, "LPS")
+    return to_lps(image)
 
 
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:

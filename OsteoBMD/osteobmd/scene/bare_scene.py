@@ -41,11 +41,6 @@ class SceneContext:
         self.close()
 
 
-def running_in_slicer() -> bool:
-    """True inside the Slicer application (where the scene already has its logic)."""
-    return hasattr(slicer, "app")
-
-
 def setup_scene(scene, work_dir: Optional[str] = None) -> SceneContext:
     """Attach the application logic a bare slicer-core scene needs and return it."""
     if work_dir is None:

@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import vtk
 
-from osteobmd.config import VERTEBRA_NAMES, classify_bmd
+from osteobmd.config import classify_bmd
 from osteobmd.results import CaseResult, level_naming_summary, notes_besides_naming
 
 from .conventions import ATTR_CLASS, ATTR_MASK_SOURCE, ATTR_MEAN, ATTR_ROLE, lps_to_ras
@@ -100,10 +100,3 @@ def make_bmd_table(scene, result: CaseResult, table_node=None, name: str = "BMD"
     table_node.EndModify(was_modifying)
     return table_node
 
-
-def vertebra_name_of_row(table_node, row: int) -> Optional[str]:
-    """The vertebra a table row shows, or None for the mean row / out of range."""
-    if row < 0 or row >= table_node.GetNumberOfRows():
-        return None
-    name = table_node.GetCellText(row, 0)
-    return name if name in VERTEBRA_NAMES else None

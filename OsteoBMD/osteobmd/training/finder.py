@@ -21,6 +21,7 @@ from scipy import ndimage
 from ..networks import R2UNet, count_parameters
 from ..synthetic.sagittal_phantom import BODY, CLASSES, SACRUM, make_sagittal_phantom
 from ..errors import InputError
+from ..weights import FINDER_TASK, SEGMENTATION_FILE
 from ..progress import ProgressCallback, silent
 from .common import LogFn, recalibrate_batchnorm, seed_everything, stderr_log
 from .loop import (
@@ -29,7 +30,7 @@ from .loop import (
 )
 from .segmentation import SAGITTAL_INPUT, segmentation_loss
 
-FINDER_FILE = "vertebra_finder_r2unet.safetensors"
+FINDER_FILE = SEGMENTATION_FILE  # the file the pipeline loads
 WORK_DIR = "training_finder"
 NUM_CLASSES = len(CLASSES)
 VAL_STREAM = 7_000_001  # validation phantoms: seeds from a stream training never draws
@@ -141,7 +142,7 @@ def finder_metadata(cfg: FinderTrainConfig, training: dict) -> dict:
     """The weights' metadata: what the pipeline reads (preprocessing) and the class contract."""
     preprocessing = {"window_level": 350.0, "window_width": 1000.0, "spacing_mm": cfg.spacing_mm, "crop_size": None,
                      "pad_multiple": 2 ** (len(cfg.widths) - 1), "input": SAGITTAL_INPUT}
-    return trained_meta("segmentation", preprocessing, training, task="vertebra_finder", classes=dict(CLASSES),
+    return trained_meta("segmentation", preprocessing, training, task=FINDER_TASK, classes=dict(CLASSES),
                         labels={str(v): k for k, v in CLASSES.items()},
                         output=f"logits (N, {NUM_CLASSES}, H, W); softmax over the classes")
 
