@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable, List, Optional
 
 from . import io as ctio
 from .case_folder import case_name, is_complete, recover, refuse_a_file
-from .errors import InputError, OsteoBMDError
+from .errors import InputError, OsteoBMDError, write_error_log
 from .options import RunOptions
 from .results import RESULTS_JSON, CaseResult
 
@@ -92,12 +91,7 @@ def _run_one(item: BatchItem, out_root: str, options: RunOptions, threads: int) 
         row.update(status="bad_input" if err.exit_code == 2 else "error", message=str(err))
         return row
     except Exception as err:  # one broken case must not stop the batch; its details go beside its folder
-        log = out_dir.parent / f"{item.case_id}.error.log"
-        try:
-            log.write_text(traceback.format_exc(), encoding="utf-8")
-        except OSError:
-            log = "no log could be written"
-        row.update(status="error", message=f"internal error: {type(err).__name__}: {err} (details in {log})")
+        row.update(status="error", message=f"internal error: {type(err).__name__}: {err} ({write_error_log(out_dir)})")
         return row
     return _summary_row(result, row)
 

@@ -7,11 +7,8 @@ mistake; a bug gets one line and a log file beside the output folder.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-import tempfile
-import traceback
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +16,7 @@ from typing import List, Optional
 
 from . import __version__
 from .data_files import sample_ct
-from .errors import InputError, OsteoBMDError
+from .errors import InputError, OsteoBMDError, write_error_log
 from .options import add_case_arguments, add_measure_arguments
 from .progress import JsonLinesProgress, TerminalProgress, silent
 
@@ -228,20 +225,6 @@ def sigterm_as_cancel():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def write_error_log(out: Optional[Path]) -> str:
-    """The traceback beside the output folder (else in the temp folder); never in the current one."""
-    folders = [Path(out).absolute().parent] if out else []
-    name = f"{Path(out).name}.error.log" if out else f"osteobmd-error-{os.getpid()}.log"
-    for folder in folders + [Path(tempfile.gettempdir())]:
-        log = folder / name
-        try:
-            log.write_text(traceback.format_exc(), encoding="utf-8")
-            return f"details in {log}"
-        except OSError:
-            continue
-    return "no log could be written"
 
 
 if __name__ == "__main__":

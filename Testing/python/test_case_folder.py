@@ -275,3 +275,20 @@ def test_batch_exit_code_says_whether_any_case_failed(tmp_path, capsys):
     assert status == {"case_0001": "skipped_done", "case_0002": "skipped_done", "case_0003": "bad_input"}
     assert batch_exit_code([{"status": "done"}, {"status": "error"}, {"status": "bad_input"}]) == 1
     assert batch_exit_code([{"status": "done"}, {"status": "skipped_done", "exit_code": 0}]) == 0
+
+
+def test_a_batch_case_that_crashes_leaves_its_traceback_beside_its_folder(tmp_path, monkeypatch):
+    # One broken case must not stop a batch; its row points at the log, as `run` does.
+    import osteobmd.pipeline
+    from osteobmd.batch import BatchItem, _run_one
+    from osteobmd.options import RunOptions
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(osteobmd.pipeline, "run_case", crash)
+    (tmp_path / "out").mkdir()  # the batch's output folder, made before any case runs
+    row = _run_one(BatchItem("case_7", tmp_path / "ct.nii.gz"), str(tmp_path / "out"), RunOptions.parse(), 1)
+    log = tmp_path / "out" / "case_7.error.log"
+    assert row["status"] == "error" and f"details in {log}" in row["message"] and "simulated crash" in row["message"]
+    assert "RuntimeError: simulated crash" in log.read_text(encoding="utf-8")
