@@ -32,7 +32,7 @@ from osteobmd.config import DEFAULT_MEAN_VERTEBRAE
 from osteobmd.results import RESULTS_JSON
 from osteobmd.scene.output_folder import load_results
 from osteobmd.scene.segmentation import labelmap_to_segmentation
-from osteobmd.scene.volumes import load_ct, load_labelmap
+from osteobmd.scene.volumes import ijk_to_ras_matrix, load_ct, load_labelmap
 
 from . import case_list as case_list_lib
 from . import ground_truth, masks, views
@@ -117,15 +117,7 @@ def volume_from_image(scene, image, name: str):
     data.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
     data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
     node.SetAndObserveImageData(data)
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
-    directions = lps_to_ras @ np.array(image.GetDirection(), float).reshape(3, 3)
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(3):
-        for c in range(3):
-            matrix.SetElement(r, c, directions[r, c])
-    node.SetIJKToRASDirectionMatrix(matrix)
-    node.SetSpacing(image.GetSpacing())
-    node.SetOrigin(lps_to_ras @ np.array(image.GetOrigin(), float))
+    node.SetIJKToRASMatrix(ijk_to_ras_matrix(image))
     node.CreateDefaultDisplayNodes()
     return node
 

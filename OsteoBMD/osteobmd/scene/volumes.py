@@ -56,7 +56,13 @@ def add_ct_image(scene, image, name: str = "CT"):
     _show_in_method_window(display)
     node.SetAndObserveDisplayNodeID(display.GetID())
     node.SetAndObserveImageData(_voxels(image))
-    # ITK's index-to-LPS geometry, turned into Slicer's IJK-to-RAS matrix.
+    node.SetIJKToRASMatrix(ijk_to_ras_matrix(image))
+    return node
+
+
+def ijk_to_ras_matrix(image) -> "vtk.vtkMatrix4x4":
+    """ITK's index-to-LPS geometry of a SimpleITK image (spacing, direction, origin) as
+    Slicer's IJK-to-RAS matrix."""
     axes_lps = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
     axes_ras = np.diag([-1.0, -1.0, 1.0]) @ axes_lps
     origin_ras = lps_to_ras(image.GetOrigin())
@@ -65,8 +71,7 @@ def add_ct_image(scene, image, name: str = "CT"):
         for c in range(3):
             matrix.SetElement(r, c, float(axes_ras[r, c]))
         matrix.SetElement(r, 3, origin_ras[r])
-    node.SetIJKToRASMatrix(matrix)
-    return node
+    return matrix
 
 
 def _voxels(image) -> "vtk.vtkImageData":
