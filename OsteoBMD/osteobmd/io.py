@@ -9,6 +9,7 @@ for the user (labels.nrrd, *_ijk indices) goes back onto the CT file's own grid.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Tuple, Union
@@ -60,13 +61,26 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     return image
 
 
+@contextmanager
+def itk_warnings_silenced():
+    """ITK prints its own warnings (e.g. "No Series were found" for an empty folder) before
+    the tool's one-line message; while reading, the tool's words are the only ones."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
 def _read_any(path: Path) -> sitk.Image:
     if not path.exists():
         raise InputError(f"'{path}' does not exist. Check the path and try again.")
     try:
-        if path.is_dir():
-            return _read_dicom_folder(path)
-        return sitk.ReadImage(str(path))
+        with itk_warnings_silenced():  # every reader of CTs and masks, the panel's too
+            if path.is_dir():
+                return _read_dicom_folder(path)
+            return sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError:

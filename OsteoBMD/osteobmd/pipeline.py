@@ -54,20 +54,6 @@ def versions() -> Dict[str, str]:
     }
 
 
-@contextmanager
-def itk_warnings_silenced():
-    """ITK prints its own warnings (e.g. "No Series were found" for an empty folder) before
-    the tool's one-line message; while reading, the tool's words are the only ones."""
-    import SimpleITK as sitk
-
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
 def run_case(ct_path, out_dir, options: Optional[RunOptions] = None, progress: ProgressCallback = silent,
              **changes) -> CaseResult:
     """Measure one CT and write every output into `out_dir`; returns the result.
@@ -82,7 +68,7 @@ def run_case(ct_path, out_dir, options: Optional[RunOptions] = None, progress: P
     out_dir, config, timer = check_target(out_dir, options.overwrite), PipelineConfig(), StageTimer()
     with timer.stage("load_models"):
         models = load_models(options.weights_dir, options.device, segmentation=options.mask_path is None)
-    with timer.stage("read"), itk_warnings_silenced():
+    with timer.stage("read"):
         case = stages.read(ct_path, options.mask_path, progress)
     if case.user_labels is None:
         with timer.stage("canal"):

@@ -185,3 +185,11 @@ def test_dicom_series_modality_reaches_the_check(tmp_path):
         writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
         writer.Execute(writer_image)
     assert io.read_ct(tmp_path).GetSize() == (24, 24, 24)
+
+
+def test_reading_an_empty_folder_prints_no_itk_warning(tmp_path, capfd):
+    # Every caller of read_ct (the CLI, the panel, the scene writer) gets only the tool's words.
+    with pytest.raises(InputError):
+        io.read_ct(tmp_path)
+    err = capfd.readouterr().err
+    assert "WARNING" not in err and "itk" not in err.lower()
