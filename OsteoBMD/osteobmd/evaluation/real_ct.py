@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io import to_lps
-from ..results import LABELS_NRRD, PATCHES_NPZ, RESULTS_JSON
+from ..results import LABELS_NRRD, RESULTS_JSON
 from .segmentation import _same_grid
 
 LUMBAR = ("L1", "L2", "L3", "L4")
@@ -120,19 +120,10 @@ def score_labels(predicted: np.ndarray, reference: np.ndarray) -> Tuple[List[Lev
     return levels, found, in_view, int(columns.size)
 
 
-def _patch_mean_hu(result_dir: Path, name: str, vertebra: dict) -> Optional[float]:
-    """The patch's mean HU: as results.json stores it, else from patches.npz (centre slice)."""
+def _patch_mean_hu(vertebra: dict) -> Optional[float]:
+    """The patch's mean HU as results.json stores it (every patch has one)."""
     patch = vertebra.get("patch") or {}
-    if patch.get("mean_hu") is not None:
-        return round(float(patch["mean_hu"]), 1)
-    npz = result_dir / PATCHES_NPZ
-    if npz.exists():
-        with np.load(npz) as data:
-            names = [str(s) for s in data["names"]]
-            if name in names:
-                hu = data["hu"][names.index(name)]
-                return round(float(hu[hu.shape[0] // 2].mean()), 1)
-    return None
+    return None if patch.get("mean_hu") is None else round(float(patch["mean_hu"]), 1)
 
 
 def naming_record(result: dict) -> Dict[str, object]:
@@ -167,7 +158,7 @@ def score_case(result_dir: Path, reference: sitk.Image, case: str = "") -> CaseS
         score.valid = bool(v.get("valid"))
         score.reasons = list(v.get("reasons") or [])
         score.bmd_mg_cm3 = v.get("bmd_mg_cm3")
-        score.patch_mean_hu = _patch_mean_hu(result_dir, score.name, v)
+        score.patch_mean_hu = _patch_mean_hu(v)
     return CaseScore(
         case=case or result.get("case", result_dir.name),
         ran=True,
