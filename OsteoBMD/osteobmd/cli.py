@@ -36,7 +36,8 @@ EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning 
 PROGRESS_HELP = "progress report on stderr: json lines (for programs), a bar, none; auto: a bar at a terminal, else json"
 # Sub-commands of their own packages: package, help in `osteobmd --help`.
 OPTIONAL_COMMANDS = {
-    "train": ("training", "train the segmentation or regression network on a ground-truth folder"),
+    "train": ("training", "train a network: the vertebra finder (on generated phantoms), "
+                          "or the segmentation or regression network on a ground-truth folder"),
     "evaluate": ("evaluation", "compare predicted BMD / segmentations with a reference (METHOD 5 statistics and report)"),
     "synth": ("synthetic", "make a synthetic lumbar CT cohort (CT, labels, true BMD)"),
 }

@@ -165,3 +165,18 @@ def test_out_that_is_the_current_folder_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(SAMPLE_CT), "--out", ".", "--progress", "none"]) == 2
     assert "current folder" in capsys.readouterr().err and tmp_path.is_dir()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "synth"])
+def test_a_sub_command_has_one_help_line_loaded_or_not(command):
+    # `osteobmd --help` lists train/evaluate/synth without importing them; the line must be
+    # the one their own package gives when they are loaded.
+    import argparse
+
+    from osteobmd.cli import build_parser
+
+    def help_of(parser):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return next(a.help for a in sub._choices_actions if a.dest == command)
+
+    assert help_of(build_parser()) == help_of(build_parser(chosen=command))

@@ -128,7 +128,7 @@ def run_finder(args) -> int:
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register `train` with its `segmentation` and `regression` sub-commands."""
     train = subparsers.add_parser(
-        "train", help="train the segmentation or regression network on a ground-truth folder",
+        "train", help="train a network: the vertebra finder (on generated phantoms), or the segmentation or regression network on a ground-truth folder",
         description="Train a network on a ground-truth folder (docs/DESIGN.md): DATA/<case>/ct.nrrd, labels.nrrd, "
                     "bmd.csv. Seeded and resumable; writes the weights with their metadata.",
     )
